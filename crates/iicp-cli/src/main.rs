@@ -1,0 +1,65 @@
+//! `iicp`: one binary for every IICP role.
+//!
+//! This crate is the only place that reads flags, environment variables and config files; the
+//! library crates receive plain values.
+#![forbid(unsafe_code)]
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "iicp",
+    version,
+    about = "IICP: a payload-blind network for AI inference",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the intent registry: URN, status and phase.
+    Intents {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate an envelope and print each problem with its JSON path and spec code.
+    Check {
+        #[command(subcommand)]
+        what: CheckKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckKind {
+    /// A CALL envelope (the body of POST /v1/task).
+    Task {
+        /// File to read, or - for standard input.
+        file: PathBuf,
+    },
+    /// A REGISTER body (the body of POST /v1/register).
+    Register {
+        /// File to read, or - for standard input.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Intents { json } => commands::intents::run(json),
+        Command::Check { what } => match what {
+            CheckKind::Task { file } => commands::check::run(commands::check::Kind::Task, &file),
+            CheckKind::Register { file } => {
+                commands::check::run(commands::check::Kind::Register, &file)
+            }
+        },
+    }
+}
