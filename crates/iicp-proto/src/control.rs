@@ -151,8 +151,10 @@ pub fn check_register(value: &Value, p: &mut Problems) {
     if let Some(key) = v::get(obj, "cx_public_key") {
         check_cx_key(key, p);
     }
-    if let Some(b) = v::get(obj, "backend") {
-        v::bounded_string(b, "$.backend", 64, p);
+    for key in ["backend", "sdk_language"] {
+        if let Some(s) = v::get(obj, key) {
+            v::bounded_string(s, &v::key_path("$", key), 64, p);
+        }
     }
     check_implementation_metadata(obj, p);
     if let Some(interval) = v::get(obj, "auto_update_interval_s") {
@@ -242,6 +244,13 @@ fn check_cx_key(value: &Value, p: &mut Problems) {
     }
     if let Some(id) = v::required(key, path, "key_id", p) {
         v::bounded_string(id, "$.cx_public_key.key_id", 128, p);
+    }
+    if let Some(features) = v::get(key, "features") {
+        if let Some(items) = v::array(features, "$.cx_public_key.features", p) {
+            for (i, item) in items.iter().enumerate() {
+                v::bounded_string(item, &v::index_path("$.cx_public_key.features", i), 128, p);
+            }
+        }
     }
 }
 
