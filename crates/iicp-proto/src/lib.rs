@@ -12,6 +12,9 @@
 //! - [`task`]: the data plane, CALL (`POST /v1/task`) and RESPONSE.
 //! - [`node`]: capabilities, limits and availability windows.
 //! - [`control`]: the control plane, REGISTER/ACK, HEARTBEAT/PONG, deregistration, NODELIST.
+//! - [`endpoint`]: endpoint security (SSRF) policy: which hosts and addresses a public
+//!   directory may register and dial.
+//! - [`tokens`]: Ed25519 dispatch route tickets and consumer tokens (sign and verify).
 //! - [`validate`]: field-precise problems (JSON path + spec code) and JSON syntax errors.
 //!
 //! Validation walks the JSON value and reports every problem at once; typed structs are built
@@ -19,12 +22,14 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod endpoint;
 pub mod error;
 pub mod intent;
 pub mod node;
 pub mod payload;
 pub mod registry;
 pub mod task;
+pub mod tokens;
 pub mod validate;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

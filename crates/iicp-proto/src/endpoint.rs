@@ -1,0 +1,1 @@
+//! Endpoint security policy (placeholder, being written).

@@ -1,0 +1,1 @@
+//! Ed25519 tickets and consumer tokens (placeholder, being written).
