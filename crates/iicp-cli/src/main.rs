@@ -30,6 +30,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a directory: the control plane nodes register with and clients discover from.
+    Directory(commands::directory::DirectoryArgs),
     /// Validate an envelope and print each problem with its JSON path and spec code.
     Check {
         #[command(subcommand)]
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Intents { json } => commands::intents::run(json),
+        Command::Directory(args) => commands::directory::run(args),
         Command::Check { what } => match what {
             CheckKind::Task { file } => commands::check::run(commands::check::Kind::Task, &file),
             CheckKind::Register { file } => {

@@ -1,2 +1,4 @@
 pub mod check;
+pub mod directory;
 pub mod intents;
+mod runtime;
