@@ -35,11 +35,11 @@ impl Resolve for GuardedResolver {
         let policy = self.policy;
         let overrides = self.overrides.clone();
         Box::pin(async move {
-            if let Some(addr) = overrides.get(&host) {
-                return Ok(Box::new(std::iter::once(*addr)) as Addrs);
-            }
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            // Overrides are judged like any DNS answer: only the name lookup is replaced.
+            let addrs: Vec<SocketAddr> = match overrides.get(&host) {
+                Some(addr) => vec![*addr],
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
             let ips: Vec<_> = addrs.iter().map(SocketAddr::ip).collect();
             policy
                 .check_resolved(&ips)
@@ -59,7 +59,8 @@ pub struct Liveness {
 
 impl Liveness {
     /// `dev` accepts private addresses and self-signed node certificates; `overrides` maps host
-    /// names to fixed addresses (dev only).
+    /// names to fixed addresses (the directory allows them in dev mode only), still judged by
+    /// the policy.
     pub fn new(dev: bool, overrides: &[(String, SocketAddr)], timeout: Duration) -> Self {
         let policy = EndpointPolicy { allow_private: dev };
         let overrides: HashMap<String, SocketAddr> = overrides
@@ -136,5 +137,66 @@ fn describe(e: &reqwest::Error) -> String {
         format!("could not connect ({last})")
     } else {
         last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name that passes every name rule but resolves to loopback is refused when the client
+    /// connects, not only when the name is read.
+    #[tokio::test]
+    async fn a_public_looking_name_resolving_to_loopback_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let overrides = [("rebind.example.com".to_owned(), addr)];
+        let strict = Liveness::new(false, &overrides, Duration::from_secs(2));
+        let url = url::Url::parse("http://rebind.example.com/").unwrap();
+        let err = strict.probe(&url).await.unwrap_err();
+        assert!(
+            matches!(err, LivenessError::Unreachable(ref m) if m.contains("loopback")),
+            "{err}"
+        );
+        let literal = url::Url::parse(&format!("http://{addr}/")).unwrap();
+        assert!(matches!(
+            strict.probe(&literal).await,
+            Err(LivenessError::Refused(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn redirects_leave_only_to_the_same_origin() {
+        use axum::response::Redirect;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route(
+                "/away/iicp/health",
+                axum::routing::get(|| async {
+                    Redirect::temporary("http://127.0.0.2:9/iicp/health")
+                }),
+            )
+            .route(
+                "/same/iicp/health",
+                axum::routing::get(|| async { Redirect::temporary("/ok") }),
+            )
+            .route(
+                "/found/iicp/health",
+                axum::routing::get(|| async { Redirect::to("/ok") }),
+            )
+            .route("/ok", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let dev = Liveness::new(true, &[], Duration::from_secs(2));
+        let at = |p: &str| url::Url::parse(&format!("http://{addr}/{p}")).unwrap();
+        assert!(dev.probe(&at("same")).await.is_ok());
+        assert!(matches!(
+            dev.probe(&at("away")).await,
+            Err(LivenessError::Status(307))
+        ));
+        assert!(matches!(
+            dev.probe(&at("found")).await,
+            Err(LivenessError::Status(303))
+        ));
     }
 }
