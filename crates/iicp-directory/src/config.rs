@@ -18,8 +18,9 @@ pub struct DirectoryConfig {
     /// Dev only: resolve these host names to these addresses (for fixtures such as
     /// `node.example.com`), so dial-backs reach a local responder.
     pub dev_resolve: Vec<(String, SocketAddr)>,
-    /// The `iss` of tickets and consumer tokens, and the `directory` field of ACKs.
-    pub issuer: String,
+    /// The `iss` of tickets and consumer tokens, and the `directory` field of ACKs;
+    /// `None` uses `http://<bound address>`.
+    pub issuer: Option<String>,
     /// Peers whose `X-Forwarded-For` / `CF-Connecting-IP` are believed.
     pub trusted_proxies: Vec<IpAddr>,
     /// REGISTER requests allowed per source IP per rolling window.
@@ -46,7 +47,7 @@ impl DirectoryConfig {
     pub fn new(listen: SocketAddr, db_path: PathBuf) -> Self {
         DirectoryConfig {
             listen,
-            issuer: format!("http://{listen}"),
+            issuer: None,
             db_path,
             signing_key_path: None,
             dev: false,

@@ -99,6 +99,10 @@ impl Directory {
             );
         }
         tracing::info!(nodes = nodes.len(), %local_addr, "directory listening");
+        let mut config = config;
+        config
+            .issuer
+            .get_or_insert_with(|| format!("http://{local_addr}"));
         let (writer, writer_thread) = writer::Writer::start(Box::new(store));
         let state = Arc::new(AppState::new(
             config,

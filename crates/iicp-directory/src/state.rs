@@ -68,6 +68,11 @@ impl AppState {
         self.clock.now_ms()
     }
 
+    /// The issuer named in ACKs, tickets and consumer tokens (set at start).
+    pub fn issuer(&self) -> &str {
+        self.config.issuer.as_deref().unwrap_or_default()
+    }
+
     pub fn ttl_ms(&self) -> u64 {
         self.config.node_ttl.as_millis() as u64
     }

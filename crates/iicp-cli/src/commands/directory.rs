@@ -116,9 +116,7 @@ fn build_config(args: DirectoryArgs) -> Result<DirectoryConfig, String> {
         .iter()
         .map(|s| parse_override(s))
         .collect::<Result<_, _>>()?;
-    if let Some(issuer) = args.issuer.or(file.issuer) {
-        config.issuer = issuer;
-    }
+    config.issuer = args.issuer.or(file.issuer);
     config.trusted_proxies = if args.trusted_proxies.is_empty() {
         file.trusted_proxies.unwrap_or_default()
     } else {

@@ -107,7 +107,7 @@ pub async fn ticket(
     getrandom::getrandom(&mut jti).expect("the OS random source is available");
     let iat = now / 1000;
     let claims = DispatchTicketClaims::new(
-        &s.config.issuer,
+        s.issuer(),
         &chosen.id.to_string(),
         intent.as_str(),
         jti,
@@ -148,7 +148,7 @@ pub async fn directory_key(State(s): State<Shared>) -> Response {
         &json!({
             "public_key": tokens::verifying_key_hex(&s.signing_key.verifying_key()),
             "algorithm": "ed25519",
-            "issuer": s.config.issuer,
+            "issuer": s.issuer(),
         }),
     )
 }
@@ -193,7 +193,7 @@ pub async fn consumer_token(
         ));
     }
     let claims = ConsumerTokenClaims::new(
-        &s.config.issuer,
+        s.issuer(),
         &caller.to_string(),
         &target.to_string(),
         &intent,

@@ -164,7 +164,7 @@ async fn admit(
         node_id: id,
         node_token: issued.node_token,
         expires_at: None,
-        directory: Some(s.config.issuer.clone()),
+        directory: Some(s.issuer().to_owned()),
         observed_source_ip: Some(source.to_string()),
         node_hmac_key: Some(hmac_key),
         proxy_token: Some(issued.proxy_token),
@@ -249,14 +249,21 @@ pub async fn deregister(
     let token = bearer(&headers).ok_or_else(unauthorized)?;
     require_json(&headers)?;
     let value = parse_json(&body)?;
-    let hint = value
+    let named = value
         .get("node_id")
         .and_then(|v| v.as_str())
-        .and_then(|v| v.parse::<Uuid>().ok());
-    let id = s.authenticate(token, hint).await.ok_or_else(unauthorized)?;
-    if hint.is_some_and(|h| h != id) {
-        return Err(unauthorized());
-    }
+        .and_then(|v| v.parse::<Uuid>().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ValidationError,
+                "$.node_id: is required and must be a UUID",
+            )
+        })?;
+    let id = s
+        .authenticate(token, Some(named))
+        .await
+        .filter(|id| *id == named)
+        .ok_or_else(unauthorized)?;
     let _guard = s.lock_node(id).await;
     s.writer
         .commit(vec![Write::Delete(id)])
