@@ -1,6 +1,6 @@
-//! Crash safety of `iicp directory`: register, rotate and heartbeat under load, `kill -9`,
-//! restart on the same database. Every acknowledged registration must be there with its
-//! current token working, and no rotated-away token may work.
+//! `iicp directory` as a process: crash safety under `kill -9` (every acknowledged registration
+//! survives with its current token working, no rotated-away token works) and graceful shutdown
+//! on SIGTERM (buffered heartbeat state is written before exit).
 
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -226,6 +226,74 @@ async fn acknowledged_writes_survive_kill_9() {
         .unwrap();
         assert_eq!(status, 401, "rotated-away token of {id} still works");
     }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully_and_keeps_heartbeat_state() {
+    let dir = std::env::temp_dir().join(format!("iicp-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("directory.db");
+    let _ = std::fs::remove_file(&db);
+    let endpoint = format!("http://{}", health_responder());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    let mut child = start_directory(&db, port);
+    wait_ready(&http, &base).await;
+    let body = json!({
+        "endpoint": endpoint, "region": "eu-central",
+        "capabilities": [{"intent": "urn:iicp:intent:llm:chat:v1", "models": ["m"]}],
+        "limits": {"max_concurrent": 2}
+    });
+    let (status, ack) = post(&http, format!("{base}/api/v1/register"), &body, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let id = ack["node_id"].as_str().unwrap();
+    let token = ack["node_token"].as_str().unwrap();
+    let (status, _) = post(
+        &http,
+        format!("{base}/api/v1/heartbeat"),
+        &json!({"node_id": id, "load": 0.75}),
+        Some(token),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "directory ignored SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let mut child = start_directory(&db, port);
+    wait_ready(&http, &base).await;
+    let node: Value = http
+        .get(format!("{base}/api/v1/node/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        node["load"], 0.75,
+        "heartbeat state was flushed on shutdown"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
