@@ -298,3 +298,57 @@ async fn sigterm_stops_gracefully_and_keeps_heartbeat_state() {
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_flags_then_environment_then_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("iicp-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file_port = free_port();
+    let env_port = free_port();
+    let config = dir.join("iicp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[directory]\nlisten = \"127.0.0.1:{file_port}\"\ndb = \"{}\"\nheartbeat_interval_ms = 5000\n",
+            dir.join("from-file.db").display()
+        ),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let spawn = |env_listen: Option<u16>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_iicp"));
+        cmd.args(["directory", "--config"])
+            .arg(&config)
+            .env("IICP_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = env_listen {
+            cmd.env("IICP_LISTEN", format!("127.0.0.1:{p}"));
+        }
+        cmd.spawn().unwrap()
+    };
+
+    // The file alone decides the port and the database.
+    let mut child = spawn(None);
+    wait_ready(&http, &format!("http://127.0.0.1:{file_port}")).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(dir.join("from-file.db").exists());
+
+    // The environment beats the file.
+    let mut child = spawn(Some(env_port));
+    wait_ready(&http, &format!("http://127.0.0.1:{env_port}")).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A typo in the file is an error, not silently ignored.
+    std::fs::write(&config, "[directory]\nlisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iicp"))
+        .args(["directory", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
