@@ -1,49 +1,14 @@
 //! Prometheus metrics of the directory, rendered in text format 0.0.4.
 
+use iicp_server::prometheus::Histogram;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bucket bounds of the discovery latency histogram, in milliseconds.
-const LATENCY_BUCKETS_MS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0];
+const DISCOVERY_BUCKETS_MS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0];
 
-#[derive(Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe_us(&self, us: u64) {
-        let ms = us as f64 / 1000.0;
-        for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.buckets) {
-            if ms <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum_ms = self.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
-        let _ = writeln!(out, "{name}_sum {sum_ms}\n{name}_count {count}");
-    }
-}
-
-#[derive(Default)]
 pub struct Metrics {
     pub discovery_latency: Histogram,
     pub heartbeat_misses: AtomicU64,
@@ -57,6 +22,19 @@ pub struct Metrics {
 pub struct Gauges {
     pub nodes_active: usize,
     pub nodes_registered: usize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            discovery_latency: Histogram::new(DISCOVERY_BUCKETS_MS),
+            heartbeat_misses: AtomicU64::new(0),
+            heartbeats: AtomicU64::new(0),
+            requests: Mutex::default(),
+            registrations: Mutex::default(),
+            challenges: Mutex::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -89,6 +67,7 @@ impl Metrics {
         self.discovery_latency.render(
             "iicp_discovery_latency_ms",
             "Time to answer GET /discover.",
+            "",
             &mut out,
         );
         let _ = writeln!(

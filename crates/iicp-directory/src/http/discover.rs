@@ -1,6 +1,5 @@
 //! `GET /discover` (QUERY → NODELIST), and the candidate selection that dispatch tickets share.
 
-use super::error::{json, query_get, query_pairs, ApiError};
 use super::view::{NodeView, View};
 use crate::model::Node;
 use crate::score::{self, ScoreQuery};
@@ -12,6 +11,7 @@ use iicp_proto::node::MODALITIES;
 use iicp_proto::registry::{RiskPolicy, RiskTaxonomy};
 use iicp_proto::task::Qos;
 use iicp_proto::{ErrorCode, Intent};
+use iicp_server::error::{json, query_get, query_pairs, ApiError};
 use serde::Serialize;
 use std::time::Instant;
 

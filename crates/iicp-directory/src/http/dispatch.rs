@@ -2,7 +2,6 @@
 //! (a caller's right to use a provider), and `GET /directory-key` to verify both offline.
 
 use super::discover::{parse_qos, refuse_risky, select, Query};
-use super::error::{bearer, json, require_json, unauthorized, ApiError};
 use crate::state::Shared;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,6 +10,7 @@ use axum::response::Response;
 use iicp_proto::tokens::{self, ConsumerTokenClaims, DispatchTicketClaims};
 use iicp_proto::validate::parse_json;
 use iicp_proto::{ErrorCode, Intent};
+use iicp_server::error::{bearer, json, require_json, unauthorized, ApiError};
 use serde_json::{json, Map, Value};
 
 /// Fields that would carry a prompt or a result; the directory never accepts them (DIR-DISPATCH-03).

@@ -3,7 +3,6 @@
 //! The token check is a digest lookup (see `credentials`); the state change happens in memory
 //! and reaches the store with the next flush.
 
-use super::error::{bearer, json, require_json, unauthorized, ApiError};
 use crate::credentials::random_hex;
 use crate::model::NodeStatus;
 use crate::score::{self, Outcomes};
@@ -15,6 +14,7 @@ use axum::response::Response;
 use hmac::{Hmac, Mac};
 use iicp_proto::control::{Heartbeat, Pong};
 use iicp_proto::ErrorCode;
+use iicp_server::error::{bearer, json, require_json, unauthorized, ApiError};
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

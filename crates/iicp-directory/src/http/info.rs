@@ -2,7 +2,6 @@
 //! `/telemetry`, the credits extension's refusal, and the directory's own `/iicp/health` and
 //! `/metrics`.
 
-use super::error::{bearer, json, query_get, query_pairs, require_json, unauthorized, ApiError};
 use super::view::{iso, NodeView, View};
 use crate::credentials;
 use crate::score;
@@ -14,6 +13,9 @@ use axum::response::{IntoResponse, Response};
 use iicp_proto::endpoint::EndpointPolicy;
 use iicp_proto::validate::parse_json;
 use iicp_proto::ErrorCode;
+use iicp_server::error::{
+    bearer, json, query_get, query_pairs, require_json, unauthorized, ApiError,
+};
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -3,7 +3,6 @@
 
 mod discover;
 mod dispatch;
-pub mod error;
 mod heartbeat;
 mod info;
 mod register;
@@ -13,7 +12,6 @@ pub use heartbeat::challenge_response;
 
 use crate::state::Shared;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -49,7 +47,9 @@ pub fn router(state: Shared) -> Router {
         .nest("/api/v1", api())
         .route("/iicp/health", get(info::health))
         .route("/metrics", get(info::metrics))
-        .fallback(|| async { error::envelope_for_status(axum::http::StatusCode::NOT_FOUND) })
+        .fallback(|| async {
+            iicp_server::error::envelope_for_status(axum::http::StatusCode::NOT_FOUND)
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -96,15 +96,6 @@ fn route_label(matched: Option<&MatchedPath>) -> &'static str {
 async fn observe(State(s): State<Shared>, request: Request, next: Next) -> Response {
     let route = route_label(request.extensions().get::<MatchedPath>());
     let response = next.run(request).await;
-    let status = response.status();
-    s.metrics.request(route, status.as_u16());
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
-        return error::envelope_for_status(status);
-    }
-    response
+    s.metrics.request(route, response.status().as_u16());
+    iicp_server::error::envelope_errors(response)
 }

@@ -13,7 +13,6 @@
 //! The rate limit comes first so that nobody can make the directory dial out faster than it
 //! allows registrations.
 
-use super::error::{bearer, json, require_json, unauthorized, ApiError};
 use crate::credentials;
 use crate::model::{LiveState, Node, NodeStatus};
 use crate::state::Shared;
@@ -27,6 +26,7 @@ use iicp_proto::endpoint::EndpointRefusal;
 use iicp_proto::registry::{RiskPolicy, RiskTaxonomy};
 use iicp_proto::validate::parse_json;
 use iicp_proto::ErrorCode;
+use iicp_server::error::{bearer, json, require_json, unauthorized, ApiError};
 use serde_json::json;
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! Turning the protocol's errors into HTTP answers, and reading requests the same way in every
-//! route: JSON bodies with spec errors, bearer tokens, query strings.
+//! route of every server: JSON bodies with spec errors, bearer tokens, query strings.
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -127,5 +127,24 @@ pub fn envelope_for_status(status: StatusCode) -> Response {
     };
     let mut response = ApiError::new(code, message).into_response();
     *response.status_mut() = status;
+    response
+}
+
+/// True when the response already carries a JSON body.
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Gives an error response made without the envelope (by routing, extractors or body limits)
+/// the spec envelope, keeping its status. Use in a middleware after `next.run`.
+pub fn envelope_errors(response: Response) -> Response {
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error()) && !is_json(&response) {
+        return envelope_for_status(status);
+    }
     response
 }

@@ -1,0 +1,12 @@
+//! # iicp-server: what every IICP HTTP server shares
+//!
+//! - [`error`]: the spec error envelope as an axum response ([`ApiError`]), JSON bodies with the
+//!   right content type, bearer tokens, query strings, and the envelope for errors produced
+//!   below the handlers (404, 405, 413, …) via [`error::envelope_errors`].
+//! - [`prometheus`]: a lock-free histogram and counters rendered in text format 0.0.4.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod prometheus;
+
+pub use error::ApiError;
