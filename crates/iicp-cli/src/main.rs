@@ -32,6 +32,8 @@ enum Command {
     },
     /// Run a directory: the control plane nodes register with and clients discover from.
     Directory(commands::directory::DirectoryArgs),
+    /// Run a provider node in front of a local LLM backend.
+    Node(Box<commands::node::NodeArgs>),
     /// Validate an envelope and print each problem with its JSON path and spec code.
     Check {
         #[command(subcommand)]
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Intents { json } => commands::intents::run(json),
         Command::Directory(args) => commands::directory::run(args),
+        Command::Node(args) => commands::node::run(*args),
         Command::Check { what } => match what {
             CheckKind::Task { file } => commands::check::run(commands::check::Kind::Task, &file),
             CheckKind::Register { file } => {

@@ -14,14 +14,12 @@
 //! - [`store`]: durable storage behind a trait (SQLite by default), fed by the single `writer`
 //!   thread in group commits.
 //! - `signing`: the directory's Ed25519 key for tickets and consumer tokens.
-//! - [`clock`]: injected time.
 //!
 //! [`Directory::start`] loads the store, binds the listener and runs until
 //! [`RunningDirectory::shutdown`] (the CLI wires SIGINT and SIGTERM to it).
 #![forbid(unsafe_code)]
 
 mod admission;
-pub mod clock;
 pub mod config;
 mod credentials;
 mod http;
@@ -35,9 +33,9 @@ pub mod store;
 mod writer;
 
 pub use config::DirectoryConfig;
-pub use http::challenge_response;
 
 use clock::Clock;
+pub use iicp_server::clock;
 use state::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,7 +2,6 @@
 
 use crate::admission::liveness::Liveness;
 use crate::admission::ratelimit::RateLimiter;
-use crate::clock::Clock;
 use crate::config::DirectoryConfig;
 use crate::credentials::{self, TokenCache};
 use crate::metrics::{Gauges, Metrics};
@@ -10,6 +9,7 @@ use crate::registry::Registry;
 use crate::store::Write;
 use crate::writer::Writer;
 use ed25519_dalek::SigningKey;
+use iicp_server::clock::Clock;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

@@ -130,7 +130,7 @@ async fn challenge_responses_verify_once_and_replays_fail() {
     let key = ack["node_hmac_key"].as_str().unwrap();
     let (_, pong) = d.heartbeat(&id, &token, json!({})).await;
     let challenge = pong["challenge"].as_str().unwrap();
-    let answer = iicp_directory::challenge_response(key, challenge);
+    let answer = iicp_proto::control::challenge_response(key, challenge);
 
     let (_, pong2) = d
         .heartbeat(&id, &token, json!({"challenge_response": answer}))
@@ -142,8 +142,10 @@ async fn challenge_responses_verify_once_and_replays_fail() {
         .await;
     assert_eq!(pong3["liveness_verified"], false);
     // A wrong key never verifies.
-    let wrong =
-        iicp_directory::challenge_response("not-the-key", pong3["challenge"].as_str().unwrap());
+    let wrong = iicp_proto::control::challenge_response(
+        "not-the-key",
+        pong3["challenge"].as_str().unwrap(),
+    );
     let (_, pong4) = d
         .heartbeat(&id, &token, json!({"challenge_response": wrong}))
         .await;

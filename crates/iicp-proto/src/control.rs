@@ -471,6 +471,29 @@ pub fn check_heartbeat(value: &Value, p: &mut Problems) {
     }
 }
 
+/// The heartbeat liveness answer: `lowercase_hex(HMAC-SHA256(node_hmac_key, challenge))`, with
+/// the key and the challenge both taken as the UTF-8 bytes of their hex strings (as CIP does;
+/// the spec leaves the encoding open, digest C19).
+pub fn challenge_response(node_hmac_key: &str, challenge: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(node_hmac_key.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(challenge.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Checks a heartbeat's `challenge_response` in constant time.
+pub fn challenge_matches(node_hmac_key: &str, challenge: &str, response: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let Ok(expected) = hex::decode(response) else {
+        return false;
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(node_hmac_key.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(challenge.as_bytes());
+    mac.verify_slice(&expected).is_ok()
+}
+
 /// PONG: the answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pong {
@@ -685,6 +708,16 @@ mod tests {
         );
         let ok = Heartbeat::from_value(json!({"node_id": id})).unwrap();
         assert!(ok.is_available());
+    }
+
+    #[test]
+    fn challenge_answers_verify_only_with_the_key_and_challenge() {
+        let answer = challenge_response("k", "c0ffee");
+        assert_eq!(answer.len(), 64);
+        assert!(challenge_matches("k", "c0ffee", &answer));
+        assert!(!challenge_matches("k2", "c0ffee", &answer));
+        assert!(!challenge_matches("k", "c0ffef", &answer));
+        assert!(!challenge_matches("k", "c0ffee", "zz"));
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`endpoint`]: endpoint security (SSRF) policy: which hosts and addresses a public
 //!   directory may register and dial.
 //! - [`tokens`]: Ed25519 dispatch route tickets and consumer tokens (sign and verify).
+//! - [`cx`]: IICP-CX Tier 1 payload confidentiality (X25519, HKDF-SHA256, AES-256-GCM): node
+//!   key advertisement, sealing and opening `iicp_conf` and `iicp_conf_resp`.
 //! - [`validate`]: field-precise problems (JSON path + spec code) and JSON syntax errors.
 //!
 //! Validation walks the JSON value and reports every problem at once; typed structs are built
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod cx;
 pub mod endpoint;
 pub mod error;
 pub mod intent;

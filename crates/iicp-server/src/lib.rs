@@ -3,9 +3,11 @@
 //! - [`error`]: the spec error envelope as an axum response ([`ApiError`]), JSON bodies with the
 //!   right content type, bearer tokens, query strings, and the envelope for errors produced
 //!   below the handlers (404, 405, 413, …) via [`error::envelope_errors`].
-//! - [`prometheus`]: a lock-free histogram and counters rendered in text format 0.0.4.
+//! - [`prometheus`]: a lock-free histogram rendered in text format 0.0.4.
+//! - [`clock`]: injected wall-clock time, so expiry and windows are testable.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod error;
 pub mod prometheus;
 

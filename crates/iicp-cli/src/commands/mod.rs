@@ -1,4 +1,6 @@
 pub mod check;
 pub mod directory;
 pub mod intents;
+pub mod node;
+mod paths;
 mod runtime;

@@ -11,11 +11,9 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use hmac::{Hmac, Mac};
 use iicp_proto::control::{Heartbeat, Pong};
 use iicp_proto::ErrorCode;
 use iicp_server::error::{bearer, json, require_json, unauthorized, ApiError};
-use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
@@ -91,7 +89,8 @@ pub async fn heartbeat(
         let issued = node.challenge.replace(challenge.clone());
         let verified = match (&hb.challenge_response, issued) {
             (Some(response), Some(issued)) => {
-                let ok = challenge_matches(&node.creds.hmac_key, &issued, response);
+                let ok =
+                    iicp_proto::control::challenge_matches(&node.creds.hmac_key, &issued, response);
                 s.metrics
                     .challenge(if ok { "verified" } else { "mismatch" });
                 if ok {
@@ -124,24 +123,4 @@ pub async fn heartbeat(
     s.mark_dirty(hb.node_id);
     s.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
     Ok(json(StatusCode::OK, &pong))
-}
-
-/// `challenge_response == lowercase_hex(HMAC-SHA256(node_hmac_key, challenge))`, with the key
-/// and the challenge both taken as the UTF-8 bytes of their hex strings (as CIP does).
-pub fn challenge_matches(hmac_key: &str, challenge: &str, response: &str) -> bool {
-    let Ok(expected) = hex::decode(response) else {
-        return false;
-    };
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(hmac_key.as_bytes()).expect("HMAC takes any key length");
-    mac.update(challenge.as_bytes());
-    mac.verify_slice(&expected).is_ok()
-}
-
-/// What a node sends back for `challenge` (used by our node and by tests).
-pub fn challenge_response(hmac_key: &str, challenge: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(hmac_key.as_bytes()).expect("HMAC takes any key length");
-    mac.update(challenge.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
 }

@@ -8,8 +8,6 @@ mod info;
 mod register;
 mod view;
 
-pub use heartbeat::challenge_response;
-
 use crate::state::Shared;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};

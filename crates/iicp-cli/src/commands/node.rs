@@ -1,0 +1,224 @@
+//! `iicp node`: turn a local LLM backend into an IICP provider.
+//!
+//! Settings come from flags, then `IICP_*` environment variables, then the `[node]` table of the
+//! TOML file given by `--config`, then defaults.
+
+use super::paths::data_dir;
+use super::runtime::{init_logging, run_until_signal};
+use clap::Args;
+use iicp_node::{detect, AuthMode, Node, NodeConfig};
+use iicp_proto::node::{AvailabilityWindow, TimeOfDay};
+use iicp_server::clock::SystemClock;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// TOML config file; flags and IICP_* variables override its `[node]` table.
+    #[arg(long, env = "IICP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Backend base URL (Ollama, llama.cpp, vLLM, LM Studio, Anthropic); detected when absent.
+    #[arg(long, env = "IICP_BACKEND")]
+    backend: Option<String>,
+    /// Directory to register with; without it the node serves locally.
+    #[arg(long, env = "IICP_DIRECTORY")]
+    directory: Option<url::Url>,
+    /// Address to listen on [default: 127.0.0.1:9484].
+    #[arg(long, env = "IICP_NODE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// URL clients reach this node at [default: http://<listen>].
+    #[arg(long, env = "IICP_PUBLIC_URL")]
+    public_url: Option<url::Url>,
+    /// Serve only this model (repeatable) [default: every model of the backend].
+    #[arg(long = "model", env = "IICP_MODELS", value_delimiter = ',')]
+    models: Vec<String>,
+    /// Tasks run at once [default: 4].
+    #[arg(long, env = "IICP_MAX_CONCURRENT")]
+    max_concurrent: Option<u32>,
+    /// `open` accepts unauthenticated calls; `token` requires a credential [default: open].
+    #[arg(long, env = "IICP_AUTH", value_parser = ["open", "token"])]
+    auth: Option<String>,
+    /// Region advertised to the directory [default: local].
+    #[arg(long, env = "IICP_REGION")]
+    region: Option<String>,
+    /// Token accepted in token mode without a directory.
+    #[arg(long, env = "IICP_NODE_TOKEN")]
+    token: Option<String>,
+    /// Where identity and CX keys are kept [default: <data dir>/node].
+    #[arg(long, env = "IICP_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Availability window HH:MM-HH:MM[=share] in UTC (repeatable).
+    #[arg(
+        long = "availability",
+        env = "IICP_AVAILABILITY",
+        value_delimiter = ','
+    )]
+    availability: Vec<String>,
+    /// Anthropic API key; makes --backend an Anthropic Messages endpoint.
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    anthropic_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    backend: Option<String>,
+    directory: Option<url::Url>,
+    listen: Option<SocketAddr>,
+    public_url: Option<url::Url>,
+    models: Option<Vec<String>>,
+    max_concurrent: Option<u32>,
+    auth: Option<String>,
+    region: Option<String>,
+    state_dir: Option<PathBuf>,
+    availability: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FileConfig {
+    #[serde(default)]
+    node: FileSettings,
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    toml::from_str::<FileConfig>(&text)
+        .map(|c| c.node)
+        .map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+/// `08:00-18:00=0.5` → a window with half the capacity.
+fn parse_window(s: &str) -> Result<AvailabilityWindow, String> {
+    let (span, share) = match s.split_once('=') {
+        Some((span, share)) => (
+            span,
+            share
+                .parse::<f64>()
+                .map_err(|_| format!("{s}: bad share"))?,
+        ),
+        None => (s, 1.0),
+    };
+    let (start, end) = span
+        .split_once('-')
+        .ok_or_else(|| format!("{s}: expected HH:MM-HH:MM"))?;
+    let t = |v: &str| TimeOfDay::parse(v.trim()).ok_or_else(|| format!("{s}: {v} is not HH:MM"));
+    if !(0.0..=1.0).contains(&share) {
+        return Err(format!("{s}: share must be between 0 and 1"));
+    }
+    Ok(AvailabilityWindow {
+        start: t(start)?,
+        end: t(end)?,
+        share,
+    })
+}
+
+fn build_config(args: &NodeArgs, file: FileSettings) -> Result<NodeConfig, String> {
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9484)));
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or(file.state_dir)
+        .unwrap_or_else(|| data_dir().join("node"));
+    let mut c = NodeConfig::new(listen, state_dir);
+    c.public_url = args.public_url.clone().or(file.public_url);
+    c.directory = args.directory.clone().or(file.directory);
+    c.models = if args.models.is_empty() {
+        file.models.unwrap_or_default()
+    } else {
+        args.models.clone()
+    };
+    if let Some(n) = args.max_concurrent.or(file.max_concurrent) {
+        if n == 0 || n > 256 {
+            return Err("--max-concurrent must be 1 to 256".into());
+        }
+        c.max_concurrent = n;
+    }
+    c.auth = match args.auth.clone().or(file.auth).as_deref() {
+        None | Some("open") => AuthMode::Open,
+        Some("token") => AuthMode::Token,
+        Some(other) => return Err(format!("--auth {other}: expected open or token")),
+    };
+    if let Some(r) = args.region.clone().or(file.region) {
+        c.region = r;
+    }
+    c.local_token = args.token.clone();
+    let windows = if args.availability.is_empty() {
+        file.availability.unwrap_or_default()
+    } else {
+        args.availability.clone()
+    };
+    c.availability = windows
+        .iter()
+        .map(|w| parse_window(w))
+        .collect::<Result<_, _>>()?;
+    Ok(c)
+}
+
+pub fn run(args: NodeArgs) -> ExitCode {
+    init_logging();
+    let file = match &args.config {
+        Some(path) => match read_file(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => FileSettings::default(),
+    };
+    let backend_url = args.backend.clone().or(file.backend.clone());
+    let config = match build_config(&args, file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let anthropic_key = args.anthropic_key.clone();
+    run_until_signal(
+        async move {
+            let backend = match backend_url {
+                Some(url) => detect::for_url(&url, anthropic_key).await,
+                None => match detect::detect().await {
+                    Some((name, backend)) => {
+                        eprintln!("found {name} at {}", backend.base_url());
+                        backend
+                    }
+                    None => return Err(
+                        "no local backend found on the usual ports (Ollama 11434, LM Studio 1234, \
+                                    llama.cpp 8080, vLLM 8000); start one or pass --backend URL"
+                            .into(),
+                    ),
+                },
+            };
+            let node = Node::start(config, backend, Arc::new(SystemClock))
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("node serving on http://{}", node.local_addr());
+            Ok(node)
+        },
+        |node| node.shutdown(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_with_and_without_share() {
+        let w = parse_window("08:00-18:00=0.5").unwrap();
+        assert_eq!(w.start.to_string(), "08:00");
+        assert_eq!(w.share, 0.5);
+        assert_eq!(parse_window("22:00-06:00").unwrap().share, 1.0);
+        assert!(parse_window("8-18").is_err());
+        assert!(parse_window("08:00-18:00=2").is_err());
+    }
+}
