@@ -34,6 +34,12 @@ enum Command {
     Directory(commands::directory::DirectoryArgs),
     /// Run a provider node in front of a local LLM backend.
     Node(Box<commands::node::NodeArgs>),
+    /// List the nodes serving an intent.
+    Discover(commands::consume::DiscoverArgs),
+    /// Ask the mesh a question.
+    Chat(commands::consume::ChatArgs),
+    /// Embed a text with the mesh.
+    Embed(commands::consume::EmbedArgs),
     /// Validate an envelope and print each problem with its JSON path and spec code.
     Check {
         #[command(subcommand)]
@@ -61,6 +67,9 @@ fn main() -> ExitCode {
         Command::Intents { json } => commands::intents::run(json),
         Command::Directory(args) => commands::directory::run(args),
         Command::Node(args) => commands::node::run(*args),
+        Command::Discover(args) => commands::consume::discover(args),
+        Command::Chat(args) => commands::consume::chat(args),
+        Command::Embed(args) => commands::consume::embed(args),
         Command::Check { what } => match what {
             CheckKind::Task { file } => commands::check::run(commands::check::Kind::Task, &file),
             CheckKind::Register { file } => {

@@ -1,4 +1,5 @@
 pub mod check;
+pub mod consume;
 pub mod directory;
 pub mod intents;
 pub mod node;

@@ -14,6 +14,14 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// A multi-threaded runtime for a command.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
 /// Starts a service, waits for SIGINT or SIGTERM, then stops it gracefully.
 pub fn run_until_signal<S, Start, Stop, StopFut>(start: Start, stop: Stop) -> ExitCode
 where

@@ -1,10 +1,10 @@
 //! Anthropic's Messages API: `/v1/messages` (plain and SSE), `/v1/models`.
 
-use super::lines::lines;
 use super::{
     completion, send, BackendError, CallContext, ChatStream, ModelInfo, Output, StreamEvent, Usage,
 };
 use futures_util::StreamExt;
+use iicp_stream::lines;
 use serde_json::{json, Value};
 
 const API_VERSION: &str = "2023-06-01";

@@ -5,7 +5,6 @@
 //! client per backend.
 
 mod anthropic;
-mod lines;
 mod ollama;
 mod openai;
 

@@ -1,10 +1,10 @@
 //! Ollama's native API: `/api/tags`, `/api/chat` (NDJSON streaming), `/api/embed`.
 
-use super::lines::lines;
 use super::{
     completion, send, BackendError, CallContext, ChatStream, ModelInfo, Output, StreamEvent, Usage,
 };
 use futures_util::StreamExt;
+use iicp_stream::lines;
 use serde_json::{json, Map, Value};
 
 #[derive(Clone)]

@@ -1,9 +1,9 @@
 //! OpenAI-compatible servers: llama.cpp `llama-server`, vLLM, LM Studio and the like.
 //! `/v1/models`, `/v1/chat/completions` (plain and SSE), `/v1/embeddings`.
 
-use super::lines::lines;
 use super::{send, BackendError, CallContext, ChatStream, ModelInfo, Output, StreamEvent, Usage};
 use futures_util::StreamExt;
+use iicp_stream::lines;
 use serde_json::{json, Value};
 
 #[derive(Clone)]

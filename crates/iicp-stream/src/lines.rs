@@ -1,4 +1,4 @@
-//! Splitting a byte stream into lines, for SSE (`data: …`) and NDJSON streams.
+//! Splitting a byte stream into lines, for SSE and NDJSON streams.
 
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt};
