@@ -6,6 +6,8 @@
 //! completion, usage and metrics). A failure after the first piece ends the stream with
 //! `event: error` carrying a RESPONSE envelope with `status: "error"` (or `"timeout"`). A failure
 //! before the first piece is an ordinary JSON error answer, so a client can still fail over.
+//! Embeddings, and tasks whose response must be sealed (`cx_response_encryption: "required"`),
+//! are answered with one JSON RESPONSE even when SSE is asked for.
 
 use crate::admission::auth::Presented;
 use crate::backend::{completion, StreamEvent, Usage};
@@ -112,7 +114,9 @@ async fn submit(State(state): State<Arc<NodeState>>, headers: HeaderMap, body: B
     let trace_id = admitted.ctx.trace_id.clone();
     let wants_stream =
         header_str(&headers, "accept").is_some_and(|a| a.contains("text/event-stream"));
-    let mut response = if wants_stream && !admitted.is_embedding() {
+    // A response the caller asked to be sealed is never streamed: deltas would be plaintext.
+    let streams = wants_stream && !admitted.is_embedding() && admitted.respond_encrypted.is_none();
+    let mut response = if streams {
         stream(state, admitted).await
     } else {
         match task::execute(&state, admitted).await {
@@ -293,6 +297,9 @@ async fn health(State(state): State<Arc<NodeState>>) -> Response {
             "available": state.available(),
             "models": catalog.all_models(),
             "intents": intents,
+            // What REGISTER advertises (models × intent × input modalities), so an operator
+            // can check it without a directory.
+            "capabilities": &catalog.capabilities,
             "backend": state.backend.kind().as_str(),
             "version": env!("CARGO_PKG_VERSION"),
         }),

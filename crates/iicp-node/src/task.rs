@@ -2,7 +2,10 @@
 //!
 //! Admission, in order: envelope validation (422) → intent served (422 `unknown_intent`) →
 //! credentials (401) → replayed `task_id` or `nonce` (409) → CIP tool gate (403) → model
-//! (`IICP-E029`) → a concurrency slot (429 `capacity_exceeded`) → CX decryption (`IICP-E050`).
+//! (`IICP-E029`) → a concurrency slot (429 `capacity_exceeded`) → CX decryption (`IICP-E050`),
+//! then the checks above that read the payload, on the decrypted one → `task_id` and `nonce`
+//! recorded (409 for a copy that raced this one). A refused task never ran and may be retried
+//! unchanged.
 //! Execution runs the backend under the task's `timeout_ms`, measured from receipt (504
 //! `task_timeout`); a backend failure is 502 `backend_error`, never a success with an error
 //! inside. The slot is a RAII permit: it is released on every path, cancellation included.
@@ -173,34 +176,48 @@ pub async fn admit(state: &Arc<NodeState>, incoming: Incoming<'_>) -> Result<Adm
             "missing or invalid credential",
         )));
     }
-    let now_ms = state.clock.now_ms();
-    if !state.seen_tasks.first_sighting(id, now_ms) {
-        return Err(fail(TaskError::new(
+    // A task_id or nonce already taken here is refused at once. Both are recorded only once
+    // the task is admitted (below), so a task refused before it ran (a 429 with Retry-After,
+    // a CX key that rotated) can be sent again unchanged.
+    let replayed_task = || {
+        fail(TaskError::new(
             ErrorCode::Conflict,
             "this task_id was already submitted",
-        )));
+        ))
+    };
+    let replayed_nonce = || fail(TaskError::new(ErrorCode::Conflict, "nonce replayed"));
+    let now_ms = state.clock.now_ms();
+    if state.seen_tasks.seen(&id, now_ms) {
+        return Err(replayed_task());
     }
     if let Some(nonce) = &task.nonce {
-        if !state.seen_nonces.first_sighting(nonce.clone(), now_ms) {
-            return Err(fail(TaskError::new(ErrorCode::Conflict, "nonce replayed")));
+        if state.seen_nonces.seen(nonce, now_ms) {
+            return Err(replayed_nonce());
         }
     }
     let plaintext = task.payload.clone().unwrap_or(Value::Null);
-    if asks_for_tools(&task, &plaintext) && !state.config.allow_tool_execution {
-        return Err(fail(TaskError::new(
-            ErrorCode::ToolExecutionDenied,
-            "this provider does not execute tools",
-        )));
-    }
-    let requested = plaintext.get("model").and_then(Value::as_str);
-    let model = catalog
-        .pick(task.intent.as_str(), requested)
-        .map_err(|()| {
+    // The tool gate and the model choice read the payload; for an encrypted one they run
+    // again once it is readable (below).
+    let tool_gate = |payload: &Value| {
+        if asks_for_tools(&task, payload) && !state.config.allow_tool_execution {
+            return Err(fail(TaskError::new(
+                ErrorCode::ToolExecutionDenied,
+                "this provider does not execute tools",
+            )));
+        }
+        Ok(())
+    };
+    let pick_model = |payload: &Value| {
+        let requested = payload.get("model").and_then(Value::as_str);
+        catalog.pick(task.intent.as_str(), requested).map_err(|()| {
             fail(TaskError::new(
                 ErrorCode::E029ModelNotServed,
                 "the requested model is not served by this node",
             ))
-        })?;
+        })
+    };
+    tool_gate(&plaintext)?;
+    let mut model = pick_model(&plaintext)?;
 
     let deadline = incoming.received + Duration::from_millis(task.constraints.timeout_ms.into());
     let qos = task.constraints.qos;
@@ -243,7 +260,8 @@ pub async fn admit(state: &Arc<NodeState>, incoming: Incoming<'_>) -> Result<Adm
             (payload, wants.then_some(sealer))
         }
     };
-    // Encrypted payloads are checked against the intent schema once they are readable.
+    // Encrypted payloads are checked once they are readable: the intent schema, the CIP tool
+    // gate and the requested model, exactly as a plaintext payload was above.
     if task.iicp_conf.is_some() {
         let mut problems = iicp_proto::Problems::new();
         iicp_proto::payload::check_payload(&task.intent, &payload, "$.payload", &mut problems);
@@ -253,6 +271,18 @@ pub async fn admit(state: &Arc<NodeState>, incoming: Incoming<'_>) -> Result<Adm
                 ErrorCode::ValidationError,
                 body.error.message,
             )));
+        }
+        tool_gate(&payload)?;
+        model = pick_model(&payload)?;
+    }
+    // Recorded once admitted, atomically: of two copies racing for slots, only one runs.
+    let now_ms = state.clock.now_ms();
+    if !state.seen_tasks.first_sighting(id, now_ms) {
+        return Err(replayed_task());
+    }
+    if let Some(nonce) = &task.nonce {
+        if !state.seen_nonces.first_sighting(nonce.clone(), now_ms) {
+            return Err(replayed_nonce());
         }
     }
     let ctx = trace_context(&task, &incoming);

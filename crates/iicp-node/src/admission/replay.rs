@@ -23,10 +23,8 @@ impl<K: Hash + Eq + Clone> SeenSet<K> {
         }
     }
 
-    /// Records `key`; false when it was already seen inside the window.
-    pub fn first_sighting(&self, key: K, now_ms: u64) -> bool {
-        let mut guard = self.inner.lock();
-        let (set, order) = &mut *guard;
+    /// Forgets what left the window (and the oldest entries past `capacity`).
+    fn prune(&self, set: &mut HashSet<K>, order: &mut VecDeque<(u64, K)>, now_ms: u64) {
         while let Some((t, k)) = order.front() {
             if now_ms.saturating_sub(*t) < self.window_ms && set.len() < self.capacity {
                 break;
@@ -34,6 +32,21 @@ impl<K: Hash + Eq + Clone> SeenSet<K> {
             set.remove(k);
             order.pop_front();
         }
+    }
+
+    /// True when `key` was recorded inside the window; records nothing.
+    pub fn seen(&self, key: &K, now_ms: u64) -> bool {
+        let mut guard = self.inner.lock();
+        let (set, order) = &mut *guard;
+        self.prune(set, order, now_ms);
+        set.contains(key)
+    }
+
+    /// Records `key`; false when it was already seen inside the window.
+    pub fn first_sighting(&self, key: K, now_ms: u64) -> bool {
+        let mut guard = self.inner.lock();
+        let (set, order) = &mut *guard;
+        self.prune(set, order, now_ms);
         if !set.insert(key.clone()) {
             return false;
         }
@@ -53,6 +66,15 @@ mod tests {
         assert!(!s.first_sighting("a", 299_999));
         assert!(s.first_sighting("b", 1));
         assert!(s.first_sighting("a", 300_001), "the window expired");
+    }
+
+    #[test]
+    fn looking_records_nothing() {
+        let s = SeenSet::new(300_000, 1000);
+        assert!(!s.seen(&"a", 0));
+        assert!(s.first_sighting("a", 1));
+        assert!(s.seen(&"a", 2));
+        assert!(!s.seen(&"a", 300_002), "the window expired");
     }
 
     #[test]
