@@ -34,6 +34,8 @@ enum Command {
     Directory(commands::directory::DirectoryArgs),
     /// Run a provider node in front of a local LLM backend.
     Node(Box<commands::node::NodeArgs>),
+    /// Serve the OpenAI and Ollama APIs locally, answered by the mesh.
+    Gateway(commands::gateway::GatewayArgs),
     /// List the nodes serving an intent.
     Discover(commands::consume::DiscoverArgs),
     /// Ask the mesh a question.
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Intents { json } => commands::intents::run(json),
         Command::Directory(args) => commands::directory::run(args),
         Command::Node(args) => commands::node::run(*args),
+        Command::Gateway(args) => commands::gateway::run(args),
         Command::Discover(args) => commands::consume::discover(args),
         Command::Chat(args) => commands::consume::chat(args),
         Command::Embed(args) => commands::consume::embed(args),
