@@ -634,10 +634,8 @@ async fn a_node_that_allows_tools_serves_cip_tool_calls() {
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
-/// ARCHITECTURE.md: error messages "never echo a payload". Today the intent-schema messages
-/// come from `iicp_proto::payload::check_payload`, which quotes the offending value.
+/// ARCHITECTURE.md: error messages "never echo a payload", schema problems included.
 #[tokio::test]
-#[ignore = "iicp-proto quotes payload values in schema problem messages"]
 async fn validation_errors_never_echo_the_payload() {
     let d = double(Flavor::OpenAi).await;
     let node = TestNode::local(&d).await;

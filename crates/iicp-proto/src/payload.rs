@@ -7,6 +7,7 @@
 use crate::registry::Registry;
 use crate::validate::Problems;
 use crate::Intent;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -121,7 +122,54 @@ pub fn check_payload(intent: &Intent, payload: &Value, path: &str, problems: &mu
     };
     for error in validator.iter_errors(payload) {
         let pointer = error.instance_path().to_string();
-        problems.invalid(pointer_to_path(path, &pointer), error.to_string());
+        problems.invalid(pointer_to_path(path, &pointer), describe(error.kind()));
+    }
+}
+
+/// States what a schema requires without quoting the offending value: problem messages reach
+/// callers and logs, and payload values are the caller's private data. Everything quoted here
+/// (property names, limits, allowed options, types) comes from the schema itself.
+fn describe(kind: &ValidationErrorKind) -> String {
+    use ValidationErrorKind as K;
+    match kind {
+        K::Required { property } => format!("required property {property} is missing"),
+        K::Type { kind } => match kind {
+            TypeKind::Single(t) => format!("must be of type {t}"),
+            TypeKind::Multiple(set) => {
+                let names: Vec<String> = set.iter().map(|t| t.to_string()).collect();
+                format!("must be one of the types {}", names.join(", "))
+            }
+        },
+        K::Enum { options } => format!("must be one of {options}"),
+        K::Constant { expected_value } => format!("must equal {expected_value}"),
+        K::MinLength { limit } => format!("must be at least {limit} characters long"),
+        K::MaxLength { limit } => format!("must be at most {limit} characters long"),
+        K::MinItems { limit } => format!("must have at least {limit} items"),
+        K::MaxItems { limit } => format!("must have at most {limit} items"),
+        K::MinProperties { limit } => format!("must have at least {limit} properties"),
+        K::MaxProperties { limit } => format!("must have at most {limit} properties"),
+        K::Minimum { limit } => format!("must be at least {limit}"),
+        K::Maximum { limit } => format!("must be at most {limit}"),
+        K::ExclusiveMinimum { limit } => format!("must be greater than {limit}"),
+        K::ExclusiveMaximum { limit } => format!("must be less than {limit}"),
+        K::Pattern { pattern } => format!("must match the pattern {pattern}"),
+        K::Format { format } => format!("must be a valid {format}"),
+        K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } => {
+            format!(
+                "has {} property(ies) the schema does not allow",
+                unexpected.len()
+            )
+        }
+        K::AdditionalItems { .. } | K::UnevaluatedItems { .. } => {
+            "has more items than the schema allows".to_owned()
+        }
+        K::UniqueItems => "items must be unique".to_owned(),
+        K::AnyOf { .. } | K::OneOfNotValid { .. } => {
+            "does not match any of the allowed shapes".to_owned()
+        }
+        K::OneOfMultipleValid { .. } => "matches more than one of the allowed shapes".to_owned(),
+        K::Not { .. } => "matches a shape the schema forbids".to_owned(),
+        _ => "does not match the schema".to_owned(),
     }
 }
 
@@ -180,6 +228,29 @@ mod tests {
         let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
         assert!(paths.contains(&"$.payload.messages[0].role"), "{paths:?}");
         assert!(paths.contains(&"$.payload.temperature"), "{paths:?}");
+    }
+
+    #[test]
+    fn problem_messages_never_quote_payload_values() {
+        let canary = "canary-5d1e";
+        let p = problems(
+            crate::intent::LLM_CHAT_V1,
+            json!({
+                "messages": [{"role": canary, "content": 7, canary: 1}],
+                "temperature": canary,
+                "max_tokens": -5
+            }),
+        );
+        assert!(p.len() >= 3, "{:?}", p.iter().collect::<Vec<_>>());
+        for problem in p.iter() {
+            assert!(!problem.message.contains(canary), "{}", problem.message);
+            assert!(!problem.message.contains("-5"), "{}", problem.message);
+        }
+        let role = p
+            .iter()
+            .find(|p| p.path == "$.payload.messages[0].role")
+            .expect("role problem");
+        assert!(role.message.contains("must be one of"), "{}", role.message);
     }
 
     #[test]
