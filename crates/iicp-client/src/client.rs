@@ -4,13 +4,16 @@
 //! payload with IICP-CX whenever the node has a key (never a silent downgrade), add a consumer
 //! token when configured and a fresh `traceparent`, and send. At most three attempts, each on a
 //! different node; `capacity_exceeded` moves on at once, other retriable failures wait 200 ms ×2
-//! (±20 %) first. Requests the node refuses as invalid are not retried: the request is at fault.
+//! (±20 %) first (and only when another node is left to try). Requests the node refuses as
+//! invalid are not retried: the request is at fault. Neither is `502 backend_error` (digest
+//! §5.4 lists 502 as not retriable).
 
 use crate::discovery::{Directory, Route};
 use crate::error::ClientError;
-use crate::health::Health;
+use crate::health::{Health, InFlight};
 use crate::rng::Rng;
 use crate::select::{self, Requirements};
+use crate::transport::{Request, Reqwest, SendError, Transport};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use iicp_proto::registry::{RiskPolicy, RiskTaxonomy};
@@ -22,7 +25,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use uuid::Uuid;
 
+/// The first retry waits this long (±20 %); each later one twice as long as the one before.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 
 /// Settings of a [`Client`].
@@ -42,7 +47,9 @@ pub struct ClientConfig {
     pub require_encryption: bool,
     /// The caller's own node token: consumer tokens are requested with it for every call.
     pub consumer_credential: Option<String>,
-    /// Fixes selection and jitter, for tests.
+    /// Seeds the generator behind node selection and every jitter (backoff, breaker open
+    /// time): the same discover answer, node health and seed give the same choices. `None`
+    /// seeds it from the OS.
     pub seed: Option<u64>,
 }
 
@@ -108,6 +115,9 @@ pub enum StreamItem {
 
 /// A streamed call that produced its first token on `node_id`.
 pub struct StreamAnswer {
+    /// The CALL's `task_id` (kept across failover attempts), to correlate the stream with the
+    /// node's logs and its final RESPONSE.
+    pub task_id: Uuid,
     pub node_id: String,
     pub attempts: u32,
     pub items: BoxStream<'static, Result<StreamItem, ClientError>>,
@@ -134,7 +144,7 @@ pub struct Client {
 
 struct Inner {
     config: ClientConfig,
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     directory: Directory,
     health: Health,
     rng: Mutex<Rng>,
@@ -153,18 +163,17 @@ fn traceparent(trace_id: &str) -> String {
 
 impl Client {
     pub fn new(config: ClientConfig) -> Client {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(32)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .expect("HTTP client builds");
+        Client::with_transport(config, Arc::new(Reqwest::new()))
+    }
+
+    /// A client whose every HTTP exchange goes through `transport`.
+    pub(crate) fn with_transport(config: ClientConfig, transport: Arc<dyn Transport>) -> Client {
         let rng = config.seed.map(Rng::seeded).unwrap_or_else(Rng::from_os);
         Client {
             inner: Arc::new(Inner {
-                directory: Directory::new(&config.directory, http.clone(), config.use_tickets),
+                directory: Directory::new(&config.directory, transport.clone(), config.use_tickets),
                 config,
-                http,
+                transport,
                 health: Health::default(),
                 rng: Mutex::new(rng),
                 consumer_tokens: Mutex::new(HashMap::new()),
@@ -190,44 +199,35 @@ impl Client {
 
     /// Runs a task and returns its RESPONSE.
     pub async fn call(&self, call: Call) -> Result<Answer, ClientError> {
-        self.run(&call, false)
-            .await
-            .map(|(done, node_id, attempts)| match done {
-                Attempted::Response(response) => Answer {
-                    response: *response,
-                    node_id,
-                    attempts,
-                },
-                Attempted::Stream(_) => unreachable!("plain calls never stream"),
-            })
+        let ran = self.run(&call, false).await?;
+        match ran.done {
+            Attempted::Response(response) => Ok(Answer {
+                response: *response,
+                node_id: ran.node_id,
+                attempts: ran.attempts,
+            }),
+            Attempted::Stream(_) => unreachable!("plain calls never stream"),
+        }
     }
 
     /// Runs a chat task as a stream. Failover happens only before the first token.
     pub async fn call_stream(&self, call: Call) -> Result<StreamAnswer, ClientError> {
-        let (done, node_id, attempts) = self.run(&call, true).await?;
-        match done {
-            Attempted::Stream(items) => Ok(StreamAnswer {
-                node_id,
-                attempts,
-                items,
-            }),
-            Attempted::Response(r) => {
-                // An answer that came back whole is a one-item stream.
-                let items = futures_util::stream::iter([Ok(StreamItem::Done(r))]).boxed();
-                Ok(StreamAnswer {
-                    node_id,
-                    attempts,
-                    items,
-                })
-            }
-        }
+        let ran = self.run(&call, true).await?;
+        let items = match ran.done {
+            Attempted::Stream(items) => items,
+            // An answer that came back whole is a one-item stream.
+            Attempted::Response(r) => futures_util::stream::iter([Ok(StreamItem::Done(r))]).boxed(),
+        };
+        Ok(StreamAnswer {
+            task_id: ran.task_id,
+            node_id: ran.node_id,
+            attempts: ran.attempts,
+            items,
+        })
     }
 
-    async fn run(
-        &self,
-        call: &Call,
-        stream: bool,
-    ) -> Result<(Attempted, String, u32), ClientError> {
+    async fn run(&self, call: &Call, stream: bool) -> Result<Ran, ClientError> {
+        // Checked before anything is sent: a prohibited intent never leaves the process.
         let intent = checked_intent(&call.intent)?;
         let snap = self
             .inner
@@ -263,8 +263,10 @@ impl Client {
 
         let mut tried: Vec<usize> = Vec::new();
         let mut attempts = 0u32;
-        let mut last = String::from("no node could be tried");
+        let mut last = None;
         let mut all_timed_out = true;
+        // The wait owed before the next attempt: paid only once there is a node to try.
+        let mut backoff = None;
         while attempts < self.inner.config.max_attempts {
             let standings: Vec<_> = snap
                 .candidates
@@ -277,10 +279,15 @@ impl Client {
             };
             let Some(i) = choice else { break };
             tried.push(i);
-            let candidate = &snap.candidates[i];
-            if !self.inner.health.begin(&candidate.key) {
-                continue;
+            if let Some(wait) = backoff.take() {
+                tokio::time::sleep(wait).await;
             }
+            let candidate = &snap.candidates[i];
+            let key = &candidate.key;
+            // The breaker may have opened while we waited (another call failed there).
+            let Some(in_flight) = self.inner.health.begin(key) else {
+                continue;
+            };
             attempts += 1;
             let started = Instant::now();
             let outcome = match self.inner.directory.route(intent.as_str(), candidate).await {
@@ -290,49 +297,61 @@ impl Client {
                     breaker: false,
                 },
             };
-            let key = &candidate.key;
             match outcome {
                 Outcome::Done(done) => {
-                    self.inner.health.success(key, started.elapsed());
-                    return Ok((done, key.clone(), attempts));
+                    in_flight.success(started.elapsed());
+                    return Ok(Ran {
+                        done,
+                        task_id: task.task_id,
+                        node_id: key.clone(),
+                        attempts,
+                    });
                 }
                 Outcome::Busy => {
-                    self.inner.health.busy(key);
+                    in_flight.neutral();
                     all_timed_out = false;
-                    last = format!("node {key} was at capacity");
+                    last = Some(format!("node {key} was at capacity"));
                     continue;
                 }
                 Outcome::Fatal(e) => {
-                    self.inner.health.busy(key);
+                    in_flight.neutral();
                     return Err(e);
                 }
                 Outcome::TimedOut => {
-                    self.inner.health.failure(key, &mut self.inner.rng.lock());
-                    last = format!("node {key} timed out");
+                    self.failed(in_flight);
+                    last = Some(format!("node {key} timed out"));
                 }
                 Outcome::Retry { why, breaker } => {
                     if breaker {
-                        self.inner.health.failure(key, &mut self.inner.rng.lock());
+                        self.failed(in_flight);
                     } else {
-                        self.inner.health.busy(key);
+                        in_flight.neutral();
                     }
                     all_timed_out = false;
-                    last = why;
+                    last = Some(why);
                 }
             }
-            let backoff = {
-                let base = BACKOFF_BASE * 2u32.pow(attempts.saturating_sub(1));
-                self.inner.rng.lock().jitter(base, 0.2)
-            };
-            tokio::time::sleep(backoff).await;
+            let base = BACKOFF_BASE * 2u32.pow(attempts - 1);
+            backoff = Some(self.inner.rng.lock().jitter(base, 0.2));
         }
-        if attempts == 0 {
-            return Err(ClientError::NoAvailableNode { attempts, last });
+        match last {
+            None => Err(ClientError::NoAvailableNode {
+                attempts,
+                last: if snap.candidates.iter().any(|c| req.admits(c)) {
+                    "the circuit breaker of every eligible node is open".into()
+                } else {
+                    "no candidate meets the call's requirements \
+                     (model, modality, region, reputation, encryption)"
+                        .into()
+                },
+            }),
+            Some(_) if all_timed_out => Err(ClientError::Timeout { attempts }),
+            Some(last) => Err(ClientError::NoAvailableNode { attempts, last }),
         }
-        if all_timed_out {
-            return Err(ClientError::Timeout { attempts });
-        }
-        Err(ClientError::NoAvailableNode { attempts, last })
+    }
+
+    fn failed(&self, in_flight: InFlight<'_>) {
+        in_flight.failure(&mut self.inner.rng.lock());
     }
 
     async fn consumer_token(
@@ -355,10 +374,10 @@ impl Client {
             .consumer_token(cred, target, intent)
             .await?;
         // Tokens live 300 s; renew well before.
-        self.inner.consumer_tokens.lock().insert(
-            key,
-            (Instant::now() + Duration::from_secs(240), token.clone()),
-        );
+        let now = Instant::now();
+        let mut tokens = self.inner.consumer_tokens.lock();
+        tokens.retain(|_, (expires, _)| *expires > now);
+        tokens.insert(key, (now + Duration::from_secs(240), token.clone()));
         Ok(Some(token))
     }
 
@@ -400,12 +419,11 @@ impl Client {
             .as_ref()
             .and_then(|t| t.trace_id.clone())
             .unwrap_or_default();
-        let mut req = self
-            .inner
-            .http
-            .post(format!("{}/v1/task", route.endpoint.trim_end_matches('/')))
-            .header("traceparent", traceparent(&trace_id))
-            .json(&task);
+        let mut req = Request::post_json(
+            format!("{}/v1/task", route.endpoint.trim_end_matches('/')),
+            &task,
+        )
+        .header("traceparent", traceparent(&trace_id));
         match self
             .consumer_token(&route.node_id, task.intent.as_str())
             .await
@@ -418,24 +436,28 @@ impl Client {
             Duration::from_millis(task.constraints.timeout_ms.into()) + Duration::from_secs(1);
         if stream {
             req = req.header("accept", "text/event-stream");
-            return self.first_token(req, budget).await;
+            return self.first_token(req, &route.node_id, budget).await;
         }
-        let resp = match req.timeout(budget).send().await {
+        let resp = match self.inner.transport.send(req.timeout(budget)).await {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return Outcome::TimedOut,
-            Err(e) => {
+            Err(SendError::TimedOut) => return Outcome::TimedOut,
+            Err(SendError::Failed(e)) => {
                 return Outcome::Retry {
-                    why: format!("node {} unreachable: {}", route.node_id, e.without_url()),
+                    why: format!("node {} unreachable: {e}", route.node_id),
                     breaker: true,
                 }
             }
         };
-        let status = resp.status().as_u16();
+        let status = resp.status;
         let body: Value = match resp.json().await {
             Ok(v) => v,
-            Err(_) => {
+            Err(SendError::TimedOut) => return Outcome::TimedOut,
+            Err(SendError::Failed(e)) => {
                 return Outcome::Retry {
-                    why: format!("node {} answered something that is not JSON", route.node_id),
+                    why: format!(
+                        "node {} answered {status} but the body failed: {e}",
+                        route.node_id
+                    ),
                     breaker: true,
                 }
             }
@@ -470,48 +492,47 @@ impl Client {
         Outcome::Done(Attempted::Response(Box::new(response)))
     }
 
-    /// Sends a streamed call and waits for its first token (within the first-token deadline).
-    async fn first_token(
-        &self,
-        req: reqwest::RequestBuilder,
-        budget: Duration,
-    ) -> Outcome<Attempted> {
-        let deadline = self.inner.config.first_token_timeout.min(budget);
-        let resp = match tokio::time::timeout(deadline, req.send()).await {
-            Err(_) => return Outcome::TimedOut,
-            Ok(Err(e)) => {
+    /// Sends a streamed call and waits for its first token: it must arrive within the
+    /// first-token deadline of sending, or the attempt counts as timed out.
+    async fn first_token(&self, req: Request, node: &str, budget: Duration) -> Outcome<Attempted> {
+        let deadline = Instant::now() + self.inner.config.first_token_timeout.min(budget);
+        let resp = match tokio::time::timeout_at(deadline, self.inner.transport.send(req)).await {
+            Err(_) | Ok(Err(SendError::TimedOut)) => return Outcome::TimedOut,
+            Ok(Err(SendError::Failed(e))) => {
                 return Outcome::Retry {
-                    why: format!("node unreachable: {}", e.without_url()),
+                    why: format!("node {node} unreachable: {e}"),
                     breaker: true,
                 }
             }
             Ok(Ok(r)) => r,
         };
-        let status = resp.status().as_u16();
+        let status = resp.status;
         let is_sse = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
+            .header("content-type")
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !is_sse {
-            let body: Value = resp.json().await.unwrap_or_default();
+            let body = match tokio::time::timeout_at(deadline, resp.json()).await {
+                Err(_) | Ok(Err(SendError::TimedOut)) => return Outcome::TimedOut,
+                Ok(Err(SendError::Failed(_))) => Value::Null,
+                Ok(Ok(body)) => body,
+            };
             if status == 200 {
                 return match serde_json::from_value::<TaskResponse>(body) {
                     Ok(r) => Outcome::Done(Attempted::Response(Box::new(r))),
                     Err(_) => Outcome::Retry {
-                        why: "malformed RESPONSE".into(),
+                        why: format!("node {node} sent a malformed RESPONSE"),
                         breaker: true,
                     },
                 };
             }
             return classify(status, &body);
         }
-        let mut events = Box::pin(iicp_stream::events(resp.bytes_stream()));
-        let first = match tokio::time::timeout(deadline, events.next()).await {
+        let mut events = Box::pin(iicp_stream::events(resp.body));
+        let first = match tokio::time::timeout_at(deadline, events.next()).await {
             Err(_) => return Outcome::TimedOut,
             Ok(None) | Ok(Some(Err(_))) => {
                 return Outcome::Retry {
-                    why: "the stream ended before its first token".into(),
+                    why: format!("node {node}'s stream ended before its first token"),
                     breaker: true,
                 }
             }
@@ -549,6 +570,14 @@ impl Client {
 enum Attempted {
     Response(Box<TaskResponse>),
     Stream(BoxStream<'static, Result<StreamItem, ClientError>>),
+}
+
+/// A call that succeeded.
+struct Ran {
+    done: Attempted,
+    task_id: Uuid,
+    node_id: String,
+    attempts: u32,
 }
 
 fn checked_intent(intent: &str) -> Result<Intent, ClientError> {
@@ -610,3 +639,6 @@ fn classify<T>(status: u16, body: &Value) -> Outcome<T> {
         _ => Outcome::Fatal(ClientError::from_error_body(status, body)),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@
 
 use crate::error::ClientError;
 use crate::select::Candidate;
+use crate::transport::{Request, Response, Transport};
 use iicp_proto::control::CxPublicKey;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -16,6 +17,10 @@ use tokio::time::Instant;
 
 /// How long a discover answer is reused when the directory does not say.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5);
+/// A ticketed route is reused at most this long, whatever the ticket says.
+const MAX_ROUTE_AGE: Duration = Duration::from_secs(300);
+/// A ticketed route is dropped this long before its ticket expires.
+const ROUTE_MARGIN_S: u64 = 5;
 
 /// One discover answer.
 #[derive(Debug, Clone)]
@@ -31,25 +36,59 @@ pub struct Route {
     pub cx_public_key: Option<CxPublicKey>,
 }
 
+type Cache<V> = Mutex<HashMap<String, (Instant, V)>>;
+
 pub struct Directory {
     base: String,
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     use_tickets: bool,
-    cache: Mutex<HashMap<String, (Instant, Arc<Snapshot>)>>,
-    routes: Mutex<HashMap<String, (Instant, Route)>>,
+    /// Unix time (s) at `anchor`. Wall-clock time moves on with tokio's clock from there, so
+    /// ticket expiry follows paused time in tests.
+    unix_at_anchor: u64,
+    anchor: Instant,
+    cache: Cache<Arc<Snapshot>>,
+    routes: Cache<Route>,
 }
 
-fn max_age(headers: &reqwest::header::HeaderMap) -> Duration {
-    headers
-        .get(reqwest::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split(',')
-                .filter_map(|d| d.trim().strip_prefix("max-age="))
-                .find_map(|n| n.parse::<u64>().ok())
-        })
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_MAX_AGE)
+/// How long an answer may be reused, from its `Cache-Control`: not at all with `no-store` or
+/// `no-cache`, `max-age` seconds when given, [`DEFAULT_MAX_AGE`] when the header says neither.
+fn freshness(cache_control: Option<&str>) -> Duration {
+    let Some(value) = cache_control else {
+        return DEFAULT_MAX_AGE;
+    };
+    let mut max_age = None;
+    for directive in value.split(',') {
+        let (name, arg) = match directive.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (directive.trim(), None),
+        };
+        if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+            return Duration::ZERO;
+        }
+        if name.eq_ignore_ascii_case("max-age") && max_age.is_none() {
+            // An unreadable max-age means stale (RFC 9111 §4.2.1).
+            max_age = Some(arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0));
+        }
+    }
+    max_age.map(Duration::from_secs).unwrap_or(DEFAULT_MAX_AGE)
+}
+
+/// Keeps `value` under `key` for `ttl` (not at all when zero). Expired entries go at the same
+/// time, so keys that are never asked for again (models named by callers) do not pile up.
+fn remember<V>(cache: &Cache<V>, key: String, ttl: Duration, value: V) {
+    let now = Instant::now();
+    let mut cache = cache.lock();
+    cache.retain(|_, (expires, _)| *expires > now);
+    if !ttl.is_zero() {
+        cache.insert(key, (now + ttl, value));
+    }
+}
+
+/// The value under `key` while it is fresh.
+fn recall<V: Clone>(cache: &Cache<V>, key: &str) -> Option<V> {
+    let cache = cache.lock();
+    let (expires, value) = cache.get(key)?;
+    (Instant::now() < *expires).then(|| value.clone())
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -90,32 +129,51 @@ fn candidate(n: &Value) -> Option<Candidate> {
 }
 
 impl Directory {
-    pub fn new(base: &url::Url, http: reqwest::Client, use_tickets: bool) -> Self {
+    pub fn new(base: &url::Url, transport: Arc<dyn Transport>, use_tickets: bool) -> Self {
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         Directory {
             base: base.as_str().trim_end_matches('/').to_owned(),
-            http,
+            transport,
             use_tickets,
+            unix_at_anchor: unix_now,
+            anchor: Instant::now(),
             cache: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn get(&self, url: &str) -> Result<(Value, Duration), ClientError> {
-        let resp = self
-            .http
-            .get(url)
-            .send()
+    /// Sets the Unix time of now (tests).
+    #[cfg(test)]
+    pub fn set_unix_now(&mut self, unix_s: u64) {
+        self.unix_at_anchor = unix_s;
+        self.anchor = Instant::now();
+    }
+
+    fn unix_now(&self) -> u64 {
+        self.unix_at_anchor + self.anchor.elapsed().as_secs()
+    }
+
+    async fn send(&self, req: Request) -> Result<Response, ClientError> {
+        self.transport
+            .send(req)
             .await
-            .map_err(|e| ClientError::Directory(e.without_url().to_string()))?;
-        let age = max_age(resp.headers());
-        let status = resp.status();
-        let body: Value = resp.json().await.map_err(|_| {
-            ClientError::Directory("discover answered something that is not JSON".into())
-        })?;
-        if !status.is_success() {
-            return Err(ClientError::from_error_body(status.as_u16(), &body));
+            .map_err(|e| ClientError::Directory(e.to_string()))
+    }
+
+    /// The JSON body of an answer whose status `ok` accepts, or the error the answer carries.
+    async fn expect_json(resp: Response, ok: fn(u16) -> bool) -> Result<Value, ClientError> {
+        let status = resp.status;
+        match resp.json().await {
+            Ok(body) if ok(status) => Ok(body),
+            Ok(body) => Err(ClientError::from_error_body(status, &body)),
+            Err(_) if ok(status) => Err(ClientError::Directory(
+                "the directory answered something that is not JSON".into(),
+            )),
+            Err(_) => Err(ClientError::from_error_body(status, &Value::Null)),
         }
-        Ok((body, age))
     }
 
     /// Candidates for `intent` (best first, as the directory ordered them).
@@ -145,12 +203,12 @@ impl Directory {
             }
         }
         let key = url.to_string();
-        if let Some((expires, snap)) = self.cache.lock().get(&key) {
-            if Instant::now() < *expires {
-                return Ok(snap.clone());
-            }
+        if let Some(snap) = recall(&self.cache, &key) {
+            return Ok(snap);
         }
-        let (body, age) = self.get(&key).await?;
+        let resp = self.send(Request::get(key.as_str())).await?;
+        let age = freshness(resp.header("cache-control"));
+        let body = Self::expect_json(resp, |s| (200..300).contains(&s)).await?;
         let nodes = body
             .get("nodes")
             .or_else(|| body.pointer("/data/nodes"))
@@ -159,9 +217,7 @@ impl Directory {
         let snapshot = Arc::new(Snapshot {
             candidates: nodes.iter().filter_map(candidate).collect(),
         });
-        self.cache
-            .lock()
-            .insert(key, (Instant::now() + age, snapshot.clone()));
+        remember(&self.cache, key, age, snapshot.clone());
         Ok(snapshot)
     }
 
@@ -175,23 +231,16 @@ impl Directory {
             });
         }
         let cache_key = format!("{intent} {}", c.key);
-        if let Some((expires, route)) = self.routes.lock().get(&cache_key) {
-            if Instant::now() < *expires {
-                return Ok(route.clone());
-            }
+        if let Some(route) = recall(&self.routes, &cache_key) {
+            return Ok(route);
         }
         let resp = self
-            .http
-            .post(format!("{}/api/v1/dispatch/ticket", self.base))
-            .json(&json!({"intent": intent, "node_id_prefix": c.key}))
-            .send()
-            .await
-            .map_err(|e| ClientError::Directory(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or_default();
-        if status != 201 {
-            return Err(ClientError::from_error_body(status, &body));
-        }
+            .send(Request::post_json(
+                format!("{}/api/v1/dispatch/ticket", self.base),
+                &json!({"intent": intent, "node_id_prefix": c.key}),
+            ))
+            .await?;
+        let body = Self::expect_json(resp, |s| s == 201).await?;
         let r = &body["route"];
         let route = Route {
             node_id: r["node_id"].as_str().unwrap_or(&c.key).to_owned(),
@@ -201,20 +250,17 @@ impl Directory {
                 .to_owned(),
             cx_public_key: serde_json::from_value(r["cx_public_key"].clone()).ok(),
         };
-        // Keep the route a little less long than the ticket lives.
-        let ttl = body["expires_at"]
-            .as_u64()
-            .and_then(|exp| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?
-                    .as_secs();
-                exp.checked_sub(now + 5)
-            })
-            .unwrap_or(30);
-        self.routes.lock().insert(
+        // Keep the route a little less long than the ticket lives (not at all when it is about
+        // to expire), and never for long, whatever the two clocks say.
+        let ttl = match body["expires_at"].as_u64() {
+            Some(exp) => Duration::from_secs(exp.saturating_sub(self.unix_now() + ROUTE_MARGIN_S)),
+            None => Duration::from_secs(30),
+        };
+        remember(
+            &self.routes,
             cache_key,
-            (Instant::now() + Duration::from_secs(ttl), route.clone()),
+            ttl.min(MAX_ROUTE_AGE),
+            route.clone(),
         );
         Ok(route)
     }
@@ -227,18 +273,15 @@ impl Directory {
         intent: &str,
     ) -> Result<String, ClientError> {
         let resp = self
-            .http
-            .post(format!("{}/api/v1/consumer-token", self.base))
-            .bearer_auth(caller_token)
-            .json(&json!({"target_node_id": target, "intent": intent}))
-            .send()
-            .await
-            .map_err(|e| ClientError::Directory(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or_default();
-        if status != 201 {
-            return Err(ClientError::from_error_body(status, &body));
-        }
+            .send(
+                Request::post_json(
+                    format!("{}/api/v1/consumer-token", self.base),
+                    &json!({"target_node_id": target, "intent": intent}),
+                )
+                .header("authorization", format!("Bearer {caller_token}")),
+            )
+            .await?;
+        let body = Self::expect_json(resp, |s| s == 201).await?;
         body["token"]
             .as_str()
             .map(str::to_owned)
@@ -249,16 +292,177 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{node, Net, Reply, DIRECTORY};
+
+    const CHAT: &str = "urn:iicp:intent:llm:chat:v1";
+
+    fn directory(net: &Net, use_tickets: bool) -> Directory {
+        Directory::new(
+            &DIRECTORY.parse().unwrap(),
+            Arc::new(net.clone()),
+            use_tickets,
+        )
+    }
 
     #[test]
-    fn max_age_comes_from_cache_control() {
-        let mut h = reqwest::header::HeaderMap::new();
-        assert_eq!(max_age(&h), DEFAULT_MAX_AGE);
-        h.insert(
-            reqwest::header::CACHE_CONTROL,
-            "public, max-age=7, s-maxage=10".parse().unwrap(),
+    fn freshness_follows_cache_control() {
+        assert_eq!(freshness(None), DEFAULT_MAX_AGE);
+        assert_eq!(
+            freshness(Some(
+                "public, max-age=7, s-maxage=10, stale-while-revalidate=5"
+            )),
+            Duration::from_secs(7)
         );
-        assert_eq!(max_age(&h), Duration::from_secs(7));
+        assert_eq!(freshness(Some("Max-Age=\"3\"")), Duration::from_secs(3));
+        assert_eq!(freshness(Some("public")), DEFAULT_MAX_AGE);
+        assert_eq!(freshness(Some("max-age=0")), Duration::ZERO);
+        assert_eq!(freshness(Some("max-age=soon")), Duration::ZERO);
+        assert_eq!(freshness(Some("no-store")), Duration::ZERO);
+        assert_eq!(freshness(Some("max-age=60, no-store")), Duration::ZERO);
+        assert_eq!(freshness(Some("no-cache, max-age=60")), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_discover_answer_is_reused_within_max_age_and_refetched_after() {
+        let net = Net::new();
+        net.discover(vec![node("a")], Some("public, max-age=5, s-maxage=10"));
+        let dir = directory(&net, false);
+        let first = dir.discover(CHAT, None, None).await.unwrap();
+        assert_eq!(first.candidates[0].key, "a");
+        assert_eq!(net.discovers(), 1);
+
+        tokio::time::advance(Duration::from_millis(4_900)).await;
+        let again = dir.discover(CHAT, None, None).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the cached snapshot itself");
+        assert_eq!(net.discovers(), 1, "no request within max-age");
+        assert_eq!(net.seen()[0].method, crate::transport::Method::Get);
+
+        tokio::time::advance(Duration::from_millis(200)).await;
+        dir.discover(CHAT, None, None).await.unwrap();
+        assert_eq!(net.discovers(), 2, "refetched once max-age has passed");
+        dir.discover(CHAT, None, None).await.unwrap();
+        assert_eq!(net.discovers(), 2, "and cached again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_store_and_max_age_zero_are_never_reused() {
+        for cc in ["no-store", "max-age=0", "no-cache"] {
+            let net = Net::new();
+            net.discover(vec![node("a")], Some(cc));
+            let dir = directory(&net, false);
+            for n in 1..=3 {
+                dir.discover(CHAT, None, None).await.unwrap();
+                assert_eq!(net.discovers(), n, "{cc}: every call asks the directory");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_cache_control_an_answer_lives_five_seconds() {
+        let net = Net::new();
+        net.discover(vec![node("a")], None);
+        let dir = directory(&net, false);
+        dir.discover(CHAT, None, None).await.unwrap();
+        tokio::time::advance(Duration::from_millis(4_900)).await;
+        dir.discover(CHAT, None, None).await.unwrap();
+        assert_eq!(net.discovers(), 1);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        dir.discover(CHAT, None, None).await.unwrap();
+        assert_eq!(net.discovers(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_query_is_cached_on_its_own_and_expired_entries_are_dropped() {
+        let net = Net::new();
+        net.discover(vec![node("a")], Some("max-age=5"));
+        let dir = directory(&net, false);
+        dir.discover(CHAT, Some("m1"), None).await.unwrap();
+        dir.discover(CHAT, Some("m2"), None).await.unwrap();
+        dir.discover(CHAT, Some("m1"), None).await.unwrap();
+        assert_eq!(net.discovers(), 2, "one request per distinct query");
+        assert_eq!(dir.cache.lock().len(), 2);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        dir.discover(CHAT, Some("m3"), None).await.unwrap();
+        assert_eq!(
+            dir.cache.lock().len(),
+            1,
+            "m1 and m2 expired and were dropped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_directory_error_is_passed_on_and_not_cached() {
+        let net = Net::new();
+        net.script(
+            &format!("{DIRECTORY}/api/v1/discover"),
+            [Reply::error(422, "validation_error")],
+            Reply::Json {
+                status: 200,
+                headers: vec![],
+                body: serde_json::json!({"nodes": [node("a")], "count": 1}),
+            },
+        );
+        let dir = directory(&net, false);
+        let e = dir.discover(CHAT, None, None).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Node { status: 422, code, .. } if code == "validation_error"),
+            "{e:?}"
+        );
+        assert_eq!(
+            dir.discover(CHAT, None, None)
+                .await
+                .unwrap()
+                .candidates
+                .len(),
+            1
+        );
+        assert_eq!(net.discovers(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ticketed_route_is_reused_until_shortly_before_its_ticket_expires() {
+        let net = Net::new();
+        let ticket = |expires_at: u64| Reply::Json {
+            status: 201,
+            headers: vec![],
+            body: serde_json::json!({"expires_at": expires_at,
+                "route": {"node_id": "abcd1234-full", "endpoint": "http://a.test"}}),
+        };
+        let tickets = format!("{DIRECTORY}/api/v1/dispatch/ticket");
+        // Expires in 60 s: kept 55 s. Then one that expires within the margin: not kept.
+        net.script(&tickets, [ticket(1_060)], ticket(1_061));
+        let mut dir = directory(&net, true);
+        dir.set_unix_now(1_000);
+        let public = candidate(&serde_json::json!({"node_id_prefix": "abcd1234"})).unwrap();
+
+        let route = dir.route(CHAT, &public).await.unwrap();
+        assert_eq!(route.endpoint, "http://a.test");
+        assert_eq!(route.node_id, "abcd1234-full");
+        tokio::time::advance(Duration::from_secs(54)).await;
+        dir.route(CHAT, &public).await.unwrap();
+        assert_eq!(
+            net.seen_at(&tickets).len(),
+            1,
+            "reused within the ticket's life"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        dir.route(CHAT, &public).await.unwrap();
+        assert_eq!(net.seen_at(&tickets).len(), 2, "renewed before expiry");
+        dir.route(CHAT, &public).await.unwrap();
+        assert_eq!(
+            net.seen_at(&tickets).len(),
+            3,
+            "a ticket about to expire is not reused"
+        );
+        assert_eq!(
+            net.seen_at(&tickets)[0].method,
+            crate::transport::Method::Post
+        );
+        let body = net.seen_at(&tickets)[0].body.clone().unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"intent": CHAT, "node_id_prefix": "abcd1234"})
+        );
     }
 
     #[test]

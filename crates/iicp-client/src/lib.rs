@@ -21,6 +21,7 @@
 //!   the directory's score as prior. Pure and seeded.
 //! - `health`: per-node circuit breaker and peak-EWMA latency, on tokio time.
 //! - `client`: the attempt loop (failover, retries, IICP-CX, traceparent, streaming).
+//! - `transport`: the one HTTP seam (reqwest in production, scripted in the crate's tests).
 //! - [`ClientError`]: the spec's distinct failure kinds.
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,9 @@ mod error;
 mod health;
 mod rng;
 mod select;
+#[cfg(test)]
+mod testing;
+mod transport;
 
 pub use client::{Answer, Call, Client, ClientConfig, StreamAnswer, StreamItem};
 pub use error::ClientError;

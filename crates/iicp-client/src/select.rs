@@ -206,4 +206,225 @@ mod tests {
         );
         assert_eq!(a, b);
     }
+
+    fn choose_all(c: &[Candidate], s: &[Standing], req: &Requirements, seed: u64) -> Option<usize> {
+        choose(c, s, req, &[], &mut Rng::seeded(seed))
+    }
+
+    #[test]
+    fn the_same_snapshot_and_seed_give_the_same_pick_and_the_seed_matters() {
+        let many: Vec<Candidate> = (0..10).map(|i| cand(&format!("n{i}"), 0.5)).collect();
+        let st: Vec<Standing> = (0..10).map(|i| ok(10.0 + i as f64)).collect();
+        let req = Requirements::default();
+        let picks: Vec<_> = (0..50)
+            .map(|seed| choose_all(&many, &st, &req, seed))
+            .collect();
+        let again: Vec<_> = (0..50)
+            .map(|seed| choose_all(&many, &st, &req, seed))
+            .collect();
+        assert_eq!(picks, again);
+        let mut distinct = picks.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(
+            distinct.len() >= 3,
+            "different seeds spread the load: {distinct:?}"
+        );
+    }
+
+    #[test]
+    fn over_many_seeds_the_cheaper_node_wins_most_duels() {
+        // Load cost doubles from node to node; the directory scores them alike.
+        let c: Vec<Candidate> = (0..5).map(|i| cand(&format!("n{i}"), 0.5)).collect();
+        let s: Vec<Standing> = (0..5).map(|i| ok(10.0 * f64::from(1 << i))).collect();
+        let mut wins = [0u32; 5];
+        for seed in 0..4000 {
+            wins[choose_all(&c, &s, &Requirements::default(), seed).unwrap()] += 1;
+        }
+        assert!(
+            wins.windows(2).all(|w| w[0] > w[1]),
+            "cheaper nodes win more often: {wins:?}"
+        );
+        assert_eq!(
+            wins[4], 0,
+            "the dearest node loses every duel it is drawn into"
+        );
+        // The cheapest is drawn into 2 of 5 duels and wins them all: about 40 %.
+        assert!((1400..=1800).contains(&wins[0]), "{wins:?}");
+    }
+
+    #[test]
+    fn the_directory_score_is_the_prior_and_the_client_s_load_can_overrule_it() {
+        let c = vec![cand("a", 0.9), cand("b", 0.3)];
+        for seed in 0..50 {
+            assert_eq!(
+                choose_all(&c, &[ok(10.0), ok(10.0)], &Requirements::default(), seed),
+                Some(0)
+            );
+            // b costs a fifth of a: 20/0.3 < 100/0.9.
+            assert_eq!(
+                choose_all(&c, &[ok(100.0), ok(20.0)], &Requirements::default(), seed),
+                Some(1)
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn measured_latency_and_calls_in_flight_steer_the_choice() {
+        use crate::health::Health;
+        use std::time::Duration;
+        let c = vec![cand("fast", 0.5), cand("slow", 0.5)];
+        let health = Health::default();
+        health
+            .begin("fast")
+            .unwrap()
+            .success(Duration::from_millis(20));
+        health
+            .begin("slow")
+            .unwrap()
+            .success(Duration::from_millis(300));
+        let standings = |h: &Health| [h.standing("fast", None), h.standing("slow", None)];
+        for seed in 0..50 {
+            assert_eq!(
+                choose_all(&c, &standings(&health), &Requirements::default(), seed),
+                Some(0)
+            );
+        }
+        // Twenty calls in flight on the fast node make it the dearer one (20 × 21 > 300).
+        let busy: Vec<_> = (0..20).map(|_| health.begin("fast").unwrap()).collect();
+        for seed in 0..50 {
+            assert_eq!(
+                choose_all(&c, &standings(&health), &Requirements::default(), seed),
+                Some(1)
+            );
+        }
+        drop(busy);
+        assert_eq!(
+            choose_all(&c, &standings(&health), &Requirements::default(), 0),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn hard_filters_exclude_model_modality_region_and_reputation_mismatches() {
+        let mut good = cand("good", 0.1);
+        good.models = vec!["llama".into()];
+        good.modalities = vec!["text".into(), "image".into()];
+        good.reputation = 0.9;
+        good.key_ready = true;
+        let mut other_model = good.clone();
+        other_model.key = "other-model".into();
+        other_model.models = vec!["mistral".into()];
+        let mut text_only = good.clone();
+        text_only.key = "text-only".into();
+        text_only.modalities = vec!["text".into()];
+        let mut us = good.clone();
+        us.key = "us".into();
+        us.region = Some("us".into());
+        let mut no_region = good.clone();
+        no_region.key = "no-region".into();
+        no_region.region = None;
+        let mut low_rep = good.clone();
+        low_rep.key = "low-rep".into();
+        low_rep.reputation = 0.3;
+        let mut no_key = good.clone();
+        no_key.key = "no-key".into();
+        no_key.key_ready = false;
+        // Every other node is far cheaper and better scored than `good`, yet never chosen.
+        let c = vec![
+            good.clone(),
+            other_model,
+            text_only,
+            us,
+            no_region,
+            low_rep,
+            no_key,
+        ];
+        let mut s = vec![ok(1.0); c.len()];
+        s[0] = ok(10_000.0);
+        let req = Requirements {
+            model: Some("llama".into()),
+            modality: Some("image".into()),
+            regions: Some(vec!["eu".into()]),
+            min_reputation: Some(0.8),
+            require_encryption: true,
+        };
+        for (i, x) in c.iter().enumerate() {
+            assert_eq!(req.admits(x), i == 0, "{}", x.key);
+        }
+        for seed in 0..200 {
+            assert_eq!(choose_all(&c, &s, &req, seed), Some(0));
+        }
+        // Each requirement alone removes exactly its mismatch.
+        let one = |req: Requirements| -> Vec<&str> {
+            c.iter()
+                .filter(|x| !req.admits(x))
+                .map(|x| x.key.as_str())
+                .collect()
+        };
+        assert_eq!(
+            one(Requirements {
+                model: Some("llama".into()),
+                ..Default::default()
+            }),
+            ["other-model"]
+        );
+        assert_eq!(
+            one(Requirements {
+                modality: Some("image".into()),
+                ..Default::default()
+            }),
+            ["text-only"]
+        );
+        assert_eq!(
+            one(Requirements {
+                modality: Some("text".into()),
+                ..Default::default()
+            }),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            one(Requirements {
+                regions: Some(vec!["eu".into()]),
+                ..Default::default()
+            }),
+            ["us", "no-region"]
+        );
+        assert_eq!(
+            one(Requirements {
+                min_reputation: Some(0.8),
+                ..Default::default()
+            }),
+            ["low-rep"]
+        );
+        assert_eq!(
+            one(Requirements {
+                require_encryption: true,
+                ..Default::default()
+            }),
+            ["no-key"]
+        );
+    }
+
+    #[test]
+    fn a_single_candidate_is_always_chosen_unless_its_breaker_is_open() {
+        let c = vec![cand("only", 0.1)];
+        for seed in 0..200 {
+            assert_eq!(
+                choose_all(&c, &[ok(1e6)], &Requirements::default(), seed),
+                Some(0)
+            );
+        }
+        let open = Standing {
+            callable: false,
+            load_cost: 1.0,
+        };
+        for seed in 0..200 {
+            assert_eq!(
+                choose_all(&c, &[open], &Requirements::default(), seed),
+                None
+            );
+        }
+        assert_eq!(choose_all(&[], &[], &Requirements::default(), 1), None);
+    }
 }

@@ -1,0 +1,191 @@
+//! The one seam between the client and the network: every HTTP exchange (discover, tickets,
+//! consumer tokens, CALLs) goes through a [`Transport`]. Production uses [`Reqwest`]; the
+//! crate's tests use a scripted in-memory transport (`crate::testing`).
+//!
+//! Why a seam and not only loopback servers: the retry, breaker and cache tests run on paused
+//! tokio time, and a paused runtime jumps its clock to the next timer whenever it has nothing to
+//! run, including while it waits for a real socket. A loopback answer can then arrive "after" a
+//! request timeout or a backoff that never really elapsed. In memory, the clock moves only when
+//! a backoff sleeps or a test advances it, so delays can be asserted exactly. The reqwest side is
+//! covered by loopback tests on real time (`tests/loopback.rs`).
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Get,
+    Post,
+}
+
+/// One HTTP request. Deliberately not `Debug`: headers may carry credentials.
+pub(crate) struct Request {
+    pub method: Method,
+    pub url: String,
+    /// Extra headers, lower-case names.
+    pub headers: Vec<(&'static str, String)>,
+    /// A JSON body (`content-type: application/json`).
+    pub body: Option<Vec<u8>>,
+    /// Limit for the whole exchange, the body included.
+    pub timeout: Option<Duration>,
+}
+
+impl Request {
+    pub fn get(url: impl Into<String>) -> Request {
+        Request {
+            method: Method::Get,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            timeout: None,
+        }
+    }
+
+    pub fn post_json<T: serde::Serialize + ?Sized>(url: impl Into<String>, body: &T) -> Request {
+        Request {
+            method: Method::Post,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Some(serde_json::to_vec(body).expect("request bodies serialize")),
+            timeout: None,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Request {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn timeout(mut self, limit: Duration) -> Request {
+        self.timeout = Some(limit);
+        self
+    }
+}
+
+/// Why an exchange produced no (or no complete) answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SendError {
+    /// The request's timeout elapsed.
+    TimedOut,
+    /// Could not connect, the connection broke, or the body was not what was expected.
+    Failed(String),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::TimedOut => f.write_str("timed out"),
+            SendError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// An answer whose body is read as it arrives.
+pub(crate) struct Response {
+    pub status: u16,
+    /// Lower-case names.
+    headers: Vec<(String, String)>,
+    pub body: BoxStream<'static, Result<Bytes, SendError>>,
+}
+
+impl Response {
+    pub fn new(
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: BoxStream<'static, Result<Bytes, SendError>>,
+    ) -> Response {
+        let headers = headers
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect();
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The whole body as JSON.
+    pub async fn json(mut self) -> Result<Value, SendError> {
+        let mut buf = Vec::new();
+        while let Some(chunk) = self.body.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        serde_json::from_slice(&buf).map_err(|_| SendError::Failed("the body is not JSON".into()))
+    }
+}
+
+/// Sends requests. Implementations must apply [`Request::timeout`] to the whole exchange.
+pub(crate) trait Transport: Send + Sync + 'static {
+    fn send(&self, req: Request) -> BoxFuture<'static, Result<Response, SendError>>;
+}
+
+/// The production transport: one pooled reqwest client.
+pub(crate) struct Reqwest(reqwest::Client);
+
+impl Reqwest {
+    pub fn new() -> Reqwest {
+        Reqwest(
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(32)
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(3))
+                .build()
+                .expect("HTTP client builds"),
+        )
+    }
+}
+
+fn send_error(e: reqwest::Error) -> SendError {
+    if e.is_timeout() {
+        SendError::TimedOut
+    } else {
+        SendError::Failed(e.without_url().to_string())
+    }
+}
+
+impl Transport for Reqwest {
+    fn send(&self, req: Request) -> BoxFuture<'static, Result<Response, SendError>> {
+        let mut b = match req.method {
+            Method::Get => self.0.get(&req.url),
+            Method::Post => self.0.post(&req.url),
+        };
+        for (name, value) in req.headers {
+            b = b.header(name, value);
+        }
+        if let Some(body) = req.body {
+            b = b
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        if let Some(limit) = req.timeout {
+            b = b.timeout(limit);
+        }
+        Box::pin(async move {
+            let resp = b.send().await.map_err(send_error)?;
+            let headers = resp
+                .headers()
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            Ok(Response::new(
+                resp.status().as_u16(),
+                headers,
+                resp.bytes_stream().map_err(send_error).boxed(),
+            ))
+        })
+    }
+}
