@@ -30,6 +30,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 DIR_PORT=$(free_port)
 BACKEND_PORT=$(free_port)
 NODE_PORT=$(free_port)
+NODE2_PORT=$(free_port)
 GATEWAY_PORT=$(free_port)
 DIRECTORY="http://127.0.0.1:$DIR_PORT"
 GATEWAY="http://127.0.0.1:$GATEWAY_PORT"
@@ -57,11 +58,16 @@ pids+=($!)
 wait_for "$DIRECTORY/iicp/health" "" "the directory"
 wait_for "http://127.0.0.1:$BACKEND_PORT/v1/models" "tiny-chat" "the backend double"
 
-IICP_LOG=warn "$BIN/iicp" node --backend "http://127.0.0.1:$BACKEND_PORT" --directory "$DIRECTORY" \
-  --listen "127.0.0.1:$NODE_PORT" --state-dir "$WORK/node" >"$WORK/node.log" 2>&1 &
-pids+=($!)
-wait_for "$DIRECTORY/api/v1/discover?intent=urn:iicp:intent:llm:chat:v1" '"count":1' "the node (chat)"
-wait_for "$DIRECTORY/api/v1/discover?intent=urn:iicp:intent:llm:embedding:v1" '"count":1' "the node (embedding)"
+# Two nodes in front of the same backend: the last test kills the first one.
+node_pids=()
+for port in "$NODE_PORT" "$NODE2_PORT"; do
+  IICP_LOG=warn "$BIN/iicp" node --backend "http://127.0.0.1:$BACKEND_PORT" --directory "$DIRECTORY" \
+    --listen "127.0.0.1:$port" --state-dir "$WORK/node-$port" >"$WORK/node-$port.log" 2>&1 &
+  pids+=($!)
+  node_pids+=($!)
+done
+wait_for "$DIRECTORY/api/v1/discover?intent=urn:iicp:intent:llm:chat:v1" '"count":2' "the nodes (chat)"
+wait_for "$DIRECTORY/api/v1/discover?intent=urn:iicp:intent:llm:embedding:v1" '"count":2' "the nodes (embedding)"
 
 IICP_LOG=warn "$BIN/iicp" gateway --directory "$DIRECTORY" --listen "127.0.0.1:$GATEWAY_PORT" \
   >"$WORK/gateway.log" 2>&1 &
@@ -69,7 +75,7 @@ pids+=($!)
 wait_for "$GATEWAY/" "Ollama is running" "the gateway"
 
 set +e
-IICP_GATEWAY_URL="$GATEWAY" "$VENV/bin/python" -m pytest -v -p no:cacheprovider \
+IICP_GATEWAY_URL="$GATEWAY" IICP_NODE_PIDS="${node_pids[*]}" "$VENV/bin/python" -m pytest -v -p no:cacheprovider \
   crates/iicp-gateway/tests/python/test_clients.py "$@"
 status=$?
 set -e

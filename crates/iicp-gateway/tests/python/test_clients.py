@@ -7,6 +7,7 @@ dimensions. `scripts/python_clients.sh` sets all of this up.
 """
 
 import os
+import signal
 
 import ollama
 import openai
@@ -209,3 +210,27 @@ def test_ollama_unknown_model(ol):
     with pytest.raises(ollama.ResponseError) as e:
         list(ol.chat(model="no-such-model", messages=MESSAGES, stream=True))
     assert e.value.status_code == 404
+
+
+# --- faults (runs last: it kills a node) ------------------------------------------------------
+
+
+def test_zz_a_killed_node_is_routed_around(oa, ol):
+    """The script starts two nodes and names their pids; one is killed with SIGKILL mid-run.
+
+    The directory keeps listing the dead node until it misses its heartbeats, so every
+    request below must reach the survivor through client-side failover, with no error."""
+    pids = [int(p) for p in os.environ.get("IICP_NODE_PIDS", "").split()]
+    if len(pids) < 2:
+        pytest.skip("needs IICP_NODE_PIDS with two node pids (scripts/python_clients.sh)")
+    for _ in range(4):
+        assert oa.chat.completions.create(model=CHAT, messages=MESSAGES).choices
+    os.kill(pids[0], signal.SIGKILL)
+    for _ in range(10):
+        r = oa.chat.completions.create(model=CHAT, messages=MESSAGES)
+        assert r.choices[0].message.content == REPLY
+        chunks = list(oa.chat.completions.create(model=CHAT, messages=MESSAGES, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+        assert ol.chat(model=CHAT, messages=MESSAGES).message.content == REPLY
+        assert len(oa.embeddings.create(model=EMBED, input="x").data[0].embedding) == DIMS
+
