@@ -36,6 +36,11 @@ enum Command {
     Node(Box<commands::node::NodeArgs>),
     /// Serve the OpenAI and Ollama APIs locally, answered by the mesh.
     Gateway(commands::gateway::GatewayArgs),
+    /// Start a whole local mesh in one process: directory, node (in front of the local
+    /// backend) and gateway.
+    Up(Box<commands::up::UpArgs>),
+    /// Check the local setup: backend, directory, clock, ports, node, gateway, endpoint.
+    Doctor(commands::doctor::DoctorArgs),
     /// List the nodes serving an intent.
     Discover(commands::consume::DiscoverArgs),
     /// Ask the mesh a question.
@@ -70,6 +75,8 @@ fn main() -> ExitCode {
         Command::Directory(args) => commands::directory::run(args),
         Command::Node(args) => commands::node::run(*args),
         Command::Gateway(args) => commands::gateway::run(args),
+        Command::Up(args) => commands::up::run(*args),
+        Command::Doctor(args) => commands::doctor::run(args),
         Command::Discover(args) => commands::consume::discover(args),
         Command::Chat(args) => commands::consume::chat(args),
         Command::Embed(args) => commands::consume::embed(args),

@@ -26,6 +26,8 @@
 //! - `models`: which models a live node serves right now.
 //! - `serve`: what both APIs share: the response headers, stream bodies, timestamps.
 //!
+//! `GET /iicp/health` answers `{"status":"ok","role":"gateway","version"}`.
+//!
 //! The request `model` selects nodes (`Call.model`); a model no live node serves is a 404 in the
 //! caller's shape. Every answer carries `x-iicp-node` and `x-iicp-attempts`; generated answers
 //! carry `X-IICP-Generated-By-AI: true`. Prompts and outputs are never logged.
@@ -95,10 +97,20 @@ pub fn router(client: Client, config: &GatewayConfig) -> Router {
     Router::new()
         .merge(openai::routes())
         .merge(ollama::routes())
+        .route("/iicp/health", axum::routing::get(health))
         .fallback(failure::unknown_route)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn(failure::shape_bare_errors))
         .with_state(state)
+}
+
+/// `GET /iicp/health`: says this is an IICP gateway (for `iicp doctor` and supervisors).
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "role": "gateway",
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
 }
 
 pub struct Gateway;

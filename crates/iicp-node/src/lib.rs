@@ -31,6 +31,7 @@ mod task;
 pub use admission::auth::AuthMode;
 pub use backend::Backend;
 pub use config::NodeConfig;
+pub use lifecycle::Registration;
 
 use iicp_server::clock::Clock;
 use state::NodeState;
@@ -172,6 +173,12 @@ impl RunningNode {
     /// The node id the directory gave, once registered.
     pub fn node_id(&self) -> Option<String> {
         self.state.node_id()
+    }
+
+    /// Where the node stands with its directory; changes as it registers, retries and
+    /// deregisters, so a caller can wait for readiness without polling.
+    pub fn registration(&self) -> watch::Receiver<Registration> {
+        self.state.registration.subscribe()
     }
 
     /// Deregisters from the directory, finishes in-flight tasks, and stops.

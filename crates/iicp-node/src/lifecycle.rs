@@ -17,6 +17,20 @@ use tokio::sync::watch;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Where a node stands with its directory ([`crate::RunningNode::registration`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// Not registered yet, or no directory configured.
+    Pending,
+    /// The directory acknowledged this node id.
+    Registered { node_id: String },
+    /// The last attempt failed (the reason is for the operator; it carries no credential).
+    /// The node keeps serving locally and retries with backoff.
+    Retrying { reason: String },
+    /// Deregistered on shutdown.
+    Deregistered,
+}
+
 pub struct Lifecycle {
     state: Arc<NodeState>,
     directory: String,
@@ -160,6 +174,11 @@ impl Lifecycle {
             self.interval = Duration::from_millis(ms.max(1000));
         }
         tracing::info!(node_id = %identity.node_id, directory = %self.directory, "registered");
+        self.state
+            .registration
+            .send_replace(Registration::Registered {
+                node_id: identity.node_id.clone(),
+            });
         self.identity = Some(identity);
         self.challenge = None;
         self.fetch_directory_key().await;
@@ -294,6 +313,11 @@ impl Lifecycle {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "registration failed; serving locally meanwhile");
+                        self.state
+                            .registration
+                            .send_replace(Registration::Retrying {
+                                reason: e.to_string(),
+                            });
                         // A refused refresh (token no longer valid) falls back to a new identity.
                         if e.identity_rejected() {
                             keep_id = false;
@@ -344,7 +368,10 @@ impl Lifecycle {
             .await;
         match result {
             Ok(r) if r.status().is_success() => {
-                tracing::info!(node_id = %id.node_id, "deregistered")
+                tracing::info!(node_id = %id.node_id, "deregistered");
+                self.state
+                    .registration
+                    .send_replace(Registration::Deregistered);
             }
             _ => {
                 tracing::warn!(node_id = %id.node_id, "could not deregister; the directory will expire this node")

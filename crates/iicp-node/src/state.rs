@@ -55,6 +55,8 @@ pub struct NodeState {
     /// False while the backend cannot be reached.
     pub backend_up: AtomicBool,
     pub cx: Option<RwLock<crate::keys::CxKeys>>,
+    /// Where the node stands with its directory, for whoever started it.
+    pub registration: tokio::sync::watch::Sender<crate::lifecycle::Registration>,
 }
 
 impl NodeState {
@@ -84,6 +86,7 @@ impl NodeState {
             latency_ewma_ms: AtomicU64::new(1000f64.to_bits()),
             backend_up: AtomicBool::new(true),
             cx: cx.map(RwLock::new),
+            registration: tokio::sync::watch::Sender::new(crate::lifecycle::Registration::Pending),
         }
     }
 

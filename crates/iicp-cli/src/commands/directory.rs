@@ -14,42 +14,42 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct DirectoryArgs {
     /// TOML config file; flags and IICP_* variables override its `[directory]` table.
     #[arg(long, env = "IICP_CONFIG")]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8010].
     #[arg(long, env = "IICP_LISTEN")]
-    listen: Option<SocketAddr>,
+    pub(super) listen: Option<SocketAddr>,
     /// SQLite database file [default: ./iicp-directory.db].
     #[arg(long, env = "IICP_DB")]
-    db: Option<PathBuf>,
+    pub(super) db: Option<PathBuf>,
     /// Ed25519 signing key file [default: <db>.ed25519, created on first start].
     #[arg(long, env = "IICP_SIGNING_KEY")]
-    signing_key: Option<PathBuf>,
+    pub(super) signing_key: Option<PathBuf>,
     /// Local mode: accept loopback/private node endpoints and self-signed node TLS.
     #[arg(long, env = "IICP_DEV")]
-    dev: bool,
+    pub(super) dev: bool,
     /// Dev only: resolve HOST to ADDR for dial-backs (HOST=IP:PORT, repeatable).
     #[arg(long = "dev-resolve", env = "IICP_DEV_RESOLVE", value_delimiter = ',')]
-    dev_resolve: Vec<String>,
+    pub(super) dev_resolve: Vec<String>,
     /// Issuer named in tickets and ACKs (the directory's public URL).
     #[arg(long, env = "IICP_ISSUER")]
-    issuer: Option<String>,
+    pub(super) issuer: Option<String>,
     /// Proxies whose X-Forwarded-For / CF-Connecting-IP are trusted (repeatable).
     #[arg(
         long = "trusted-proxy",
         env = "IICP_TRUSTED_PROXIES",
         value_delimiter = ','
     )]
-    trusted_proxies: Vec<IpAddr>,
+    pub(super) trusted_proxies: Vec<IpAddr>,
     /// REGISTER requests allowed per source IP per rolling minute [default: 60].
     #[arg(long, env = "IICP_REGISTER_RATE_LIMIT")]
-    register_rate_limit: Option<u32>,
+    pub(super) register_rate_limit: Option<u32>,
     /// Heartbeat interval told to nodes, in milliseconds [default: 30000].
     #[arg(long, env = "IICP_HEARTBEAT_INTERVAL_MS")]
-    heartbeat_interval_ms: Option<u64>,
+    pub(super) heartbeat_interval_ms: Option<u64>,
 }
 
 /// The `[directory]` table of the config file.
@@ -91,7 +91,7 @@ fn parse_override(s: &str) -> Result<(String, SocketAddr), String> {
     Ok((host.to_ascii_lowercase(), addr))
 }
 
-fn build_config(args: DirectoryArgs) -> Result<DirectoryConfig, String> {
+pub(super) fn build_config(args: DirectoryArgs) -> Result<DirectoryConfig, String> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => FileSettings::default(),

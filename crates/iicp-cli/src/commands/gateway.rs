@@ -12,23 +12,23 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct GatewayArgs {
     /// TOML config file; flags and IICP_* variables override its `[gateway]` table.
     #[arg(long, env = "IICP_CONFIG")]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     /// Directory to discover nodes from [default: http://127.0.0.1:8010].
     #[arg(long, env = "IICP_DIRECTORY")]
-    directory: Option<url::Url>,
+    pub(super) directory: Option<url::Url>,
     /// Address to listen on [default: 127.0.0.1:9483].
     #[arg(long, env = "IICP_GATEWAY_LISTEN")]
-    listen: Option<SocketAddr>,
+    pub(super) listen: Option<SocketAddr>,
     /// Seconds a node may take for one task, 1 to 300 [default: 120].
     #[arg(long, env = "IICP_GATEWAY_TASK_TIMEOUT")]
-    task_timeout: Option<u64>,
+    pub(super) task_timeout: Option<u64>,
     /// Largest request body in bytes [default: 33554432 (32 MiB)].
     #[arg(long, env = "IICP_GATEWAY_MAX_BODY_BYTES")]
-    max_body_bytes: Option<usize>,
+    pub(super) max_body_bytes: Option<usize>,
 }
 
 /// The `[gateway]` table of the config file.
@@ -55,7 +55,7 @@ fn read_file(path: &Path) -> Result<FileSettings, String> {
         .map_err(|e| format!("config {}: {e}", path.display()))
 }
 
-fn build_config(args: GatewayArgs) -> Result<GatewayConfig, String> {
+pub(super) fn build_config(args: GatewayArgs) -> Result<GatewayConfig, String> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => FileSettings::default(),

@@ -6,7 +6,8 @@
 use super::paths::data_dir;
 use super::runtime::{init_logging, run_until_signal};
 use clap::Args;
-use iicp_node::{detect, AuthMode, Node, NodeConfig};
+use iicp_node::backend::BackendKind;
+use iicp_node::{detect, AuthMode, Backend, Node, NodeConfig};
 use iicp_proto::node::{AvailabilityWindow, TimeOfDay};
 use iicp_server::clock::SystemClock;
 use serde::Deserialize;
@@ -15,51 +16,51 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct NodeArgs {
     /// TOML config file; flags and IICP_* variables override its `[node]` table.
     #[arg(long, env = "IICP_CONFIG")]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     /// Backend base URL (Ollama, llama.cpp, vLLM, LM Studio, Anthropic); detected when absent.
     #[arg(long, env = "IICP_BACKEND")]
-    backend: Option<String>,
+    pub(super) backend: Option<String>,
     /// Directory to register with; without it the node serves locally.
     #[arg(long, env = "IICP_DIRECTORY")]
-    directory: Option<url::Url>,
+    pub(super) directory: Option<url::Url>,
     /// Address to listen on [default: 127.0.0.1:9484].
     #[arg(long, env = "IICP_NODE_LISTEN")]
-    listen: Option<SocketAddr>,
+    pub(super) listen: Option<SocketAddr>,
     /// URL clients reach this node at [default: http://<listen>].
     #[arg(long, env = "IICP_PUBLIC_URL")]
-    public_url: Option<url::Url>,
+    pub(super) public_url: Option<url::Url>,
     /// Serve only this model (repeatable) [default: every model of the backend].
     #[arg(long = "model", env = "IICP_MODELS", value_delimiter = ',')]
-    models: Vec<String>,
+    pub(super) models: Vec<String>,
     /// Tasks run at once [default: 4].
     #[arg(long, env = "IICP_MAX_CONCURRENT")]
-    max_concurrent: Option<u32>,
+    pub(super) max_concurrent: Option<u32>,
     /// `open` accepts unauthenticated calls; `token` requires a credential [default: open].
     #[arg(long, env = "IICP_AUTH", value_parser = ["open", "token"])]
-    auth: Option<String>,
+    pub(super) auth: Option<String>,
     /// Region advertised to the directory [default: local].
     #[arg(long, env = "IICP_REGION")]
-    region: Option<String>,
+    pub(super) region: Option<String>,
     /// Token accepted in token mode without a directory.
     #[arg(long, env = "IICP_NODE_TOKEN")]
-    token: Option<String>,
+    pub(super) token: Option<String>,
     /// Where identity and CX keys are kept [default: <data dir>/node].
     #[arg(long, env = "IICP_STATE_DIR")]
-    state_dir: Option<PathBuf>,
+    pub(super) state_dir: Option<PathBuf>,
     /// Availability window HH:MM-HH:MM[=share] in UTC (repeatable).
     #[arg(
         long = "availability",
         env = "IICP_AVAILABILITY",
         value_delimiter = ','
     )]
-    availability: Vec<String>,
+    pub(super) availability: Vec<String>,
     /// Anthropic API key; makes --backend an Anthropic Messages endpoint.
     #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
-    anthropic_key: Option<String>,
+    pub(super) anthropic_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,43 +162,107 @@ fn build_config(args: &NodeArgs, file: FileSettings) -> Result<NodeConfig, Strin
     Ok(c)
 }
 
-pub fn run(args: NodeArgs) -> ExitCode {
-    init_logging();
+/// A node's settings after flags, environment and the config file are merged.
+pub(super) struct Resolved {
+    pub config: NodeConfig,
+    /// `--backend`; `None` means detect.
+    pub backend_url: Option<String>,
+    pub anthropic_key: Option<String>,
+}
+
+/// Merges flags (and the `IICP_*` variables clap read into them) with the `[node]` table.
+pub(super) fn resolve(args: NodeArgs) -> Result<Resolved, String> {
     let file = match &args.config {
-        Some(path) => match read_file(path) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
+        Some(path) => read_file(path)?,
         None => FileSettings::default(),
     };
     let backend_url = args.backend.clone().or(file.backend.clone());
-    let config = match build_config(&args, file) {
-        Ok(c) => c,
+    let config = build_config(&args, file)?;
+    Ok(Resolved {
+        config,
+        backend_url,
+        anthropic_key: args.anthropic_key,
+    })
+}
+
+/// The backend a node fronts: the given URL (its API guessed from how it answers), else the
+/// first of `candidates` that answers like itself. The name is for the operator.
+pub(super) async fn choose_backend(
+    url: Option<&str>,
+    anthropic_key: Option<String>,
+    candidates: &[detect::Candidate],
+) -> Option<(&'static str, Backend)> {
+    match url {
+        Some(url) => {
+            let backend = detect::for_url(url, anthropic_key).await;
+            Some((kind_name(&backend), backend))
+        }
+        None => detect::detect_among(candidates).await,
+    }
+}
+
+/// Where to look for a backend: the usual local ports, or (a testing aid, the hidden `--detect`
+/// flag) the given base URLs, each asked as Ollama and as an OpenAI-compatible server; `none`
+/// looks nowhere.
+pub(super) fn candidates(overrides: Option<&[String]>) -> Vec<detect::Candidate> {
+    let Some(urls) = overrides else {
+        return detect::usual_candidates();
+    };
+    urls.iter()
+        .filter(|u| !u.is_empty() && u.as_str() != "none")
+        .flat_map(|u| {
+            [
+                detect::Candidate::new("Ollama", u, detect::Api::Ollama),
+                detect::Candidate::new("an OpenAI-compatible server", u, detect::Api::OpenAi),
+            ]
+        })
+        .collect()
+}
+
+/// What to call a backend given by URL.
+pub(super) fn kind_name(backend: &Backend) -> &'static str {
+    match backend.kind() {
+        BackendKind::Ollama => "Ollama",
+        BackendKind::OpenAi => "an OpenAI-compatible server",
+        BackendKind::Anthropic => "Anthropic",
+    }
+}
+
+pub fn run(args: NodeArgs) -> ExitCode {
+    init_logging();
+    let resolved = match resolve(args) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let anthropic_key = args.anthropic_key.clone();
+    let Resolved {
+        config,
+        backend_url,
+        anthropic_key,
+    } = resolved;
     run_until_signal(
         async move {
-            let backend = match backend_url {
-                Some(url) => detect::for_url(&url, anthropic_key).await,
-                None => match detect::detect().await {
-                    Some((name, backend)) => {
+            let found = choose_backend(
+                backend_url.as_deref(),
+                anthropic_key,
+                &detect::usual_candidates(),
+            )
+            .await;
+            let backend =
+                match (found, backend_url.is_some()) {
+                    (Some((_, backend)), true) => backend,
+                    (Some((name, backend)), false) => {
                         eprintln!("found {name} at {}", backend.base_url());
                         backend
                     }
-                    None => return Err(
+                    (None, _) => return Err(
                         "no local backend found on the usual ports (Ollama 11434, LM Studio 1234, \
-                                    llama.cpp 8080, vLLM 8000); start one or pass --backend URL"
+                         llama.cpp 8080, vLLM 8000); start one or pass --backend URL"
                             .into(),
                     ),
-                },
-            };
+                };
             let node = Node::start(config, backend, Arc::new(SystemClock))
                 .await
                 .map_err(|e| e.to_string())?;
