@@ -288,28 +288,30 @@ impl Lifecycle {
         refresh.tick().await;
         let mut registered = false;
         let mut keep_id = true;
+        // One deadline for the next directory call, so a model refresh in between does not
+        // push it back, and a failed heartbeat is retried after its backoff alone (capped at
+        // the interval) rather than backoff plus a whole interval: a node must be heard again
+        // soon after an outage, well within the directory's 90 s liveness window.
+        let mut next_at = tokio::time::Instant::now();
         loop {
-            let wait = if registered {
-                jitter(self.interval)
-            } else {
-                Duration::ZERO
-            };
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = refresh.tick() => {
                     let changed = self.state.refresh_models().await | self.state.rotate_cx();
                     if changed && registered {
                         registered = false; // re-register with the new capabilities
+                        next_at = tokio::time::Instant::now();
                     }
                     continue;
                 }
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(next_at) => {}
             }
             if !registered {
                 match self.register(keep_id).await {
                     Ok(()) => {
                         registered = true;
                         backoff = Duration::from_secs(1);
+                        next_at = tokio::time::Instant::now() + jitter(self.interval);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "registration failed; serving locally meanwhile");
@@ -323,17 +325,17 @@ impl Lifecycle {
                             keep_id = false;
                             self.identity = None;
                         }
-                        tokio::select! {
-                            _ = stop.changed() => break,
-                            _ = tokio::time::sleep(jitter(backoff)) => {}
-                        }
+                        next_at = tokio::time::Instant::now() + jitter(backoff);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 }
                 continue;
             }
             match self.heartbeat().await {
-                Beat::Ok => backoff = Duration::from_secs(1),
+                Beat::Ok => {
+                    backoff = Duration::from_secs(1);
+                    next_at = tokio::time::Instant::now() + jitter(self.interval);
+                }
                 Beat::Forgotten { keep_id: keep } => {
                     tracing::warn!("the directory no longer knows this node; registering again");
                     if !keep {
@@ -341,12 +343,10 @@ impl Lifecycle {
                     }
                     keep_id = keep;
                     registered = false;
+                    next_at = tokio::time::Instant::now();
                 }
                 Beat::Failed => {
-                    tokio::select! {
-                        _ = stop.changed() => break,
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
-                    }
+                    next_at = tokio::time::Instant::now() + jitter(backoff).min(self.interval);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
