@@ -21,6 +21,10 @@ const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5);
 const MAX_ROUTE_AGE: Duration = Duration::from_secs(300);
 /// A ticketed route is dropped this long before its ticket expires.
 const ROUTE_MARGIN_S: u64 = 5;
+/// How long a discover answer may stand in for the directory while the directory is down
+/// (unreachable or answering 5xx). Nodes keep serving through a directory outage, and the
+/// client's breakers weed out the ones that died meanwhile.
+pub(crate) const STALE_IF_ERROR: Duration = Duration::from_secs(300);
 
 /// One discover answer.
 #[derive(Debug, Clone)]
@@ -47,7 +51,12 @@ pub struct Directory {
     unix_at_anchor: u64,
     anchor: Instant,
     cache: Cache<Arc<Snapshot>>,
+    /// Every storable discover answer, kept for [`STALE_IF_ERROR`] past its arrival.
+    last_good: Cache<Arc<Snapshot>>,
     routes: Cache<Route>,
+    /// Every ticketed route, kept for [`STALE_IF_ERROR`]: nodes do not require the ticket, so
+    /// a route learnt before an outage still reaches its node.
+    last_routes: Cache<Route>,
 }
 
 /// How long an answer may be reused, from its `Cache-Control`: not at all with `no-store` or
@@ -89,6 +98,15 @@ fn recall<V: Clone>(cache: &Cache<V>, key: &str) -> Option<V> {
     let cache = cache.lock();
     let (expires, value) = cache.get(key)?;
     (Instant::now() < *expires).then(|| value.clone())
+}
+
+/// The directory could not answer at all (as opposed to answering that the request is wrong).
+fn directory_down(e: &ClientError) -> bool {
+    match e {
+        ClientError::Directory(_) => true,
+        ClientError::Node { status, .. } => *status >= 500,
+        _ => false,
+    }
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -142,6 +160,8 @@ impl Directory {
             anchor: Instant::now(),
             cache: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
+            last_good: Mutex::new(HashMap::new()),
+            last_routes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -206,7 +226,33 @@ impl Directory {
         if let Some(snap) = recall(&self.cache, &key) {
             return Ok(snap);
         }
-        let resp = self.send(Request::get(key.as_str())).await?;
+        match self.fetch_snapshot(&key).await {
+            Ok((snapshot, age)) => {
+                if !age.is_zero() {
+                    remember(
+                        &self.last_good,
+                        key.clone(),
+                        STALE_IF_ERROR,
+                        snapshot.clone(),
+                    );
+                }
+                remember(&self.cache, key, age, snapshot.clone());
+                Ok(snapshot)
+            }
+            Err(e) if directory_down(&e) => match recall(&self.last_good, &key) {
+                Some(stale) => {
+                    tracing::debug!(error = %e, "directory down; using its last discover answer");
+                    Ok(stale)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One discover request: the snapshot and how long it may be reused.
+    async fn fetch_snapshot(&self, url: &str) -> Result<(Arc<Snapshot>, Duration), ClientError> {
+        let resp = self.send(Request::get(url)).await?;
         let age = freshness(resp.header("cache-control"));
         let body = Self::expect_json(resp, |s| (200..300).contains(&s)).await?;
         let nodes = body
@@ -217,8 +263,7 @@ impl Directory {
         let snapshot = Arc::new(Snapshot {
             candidates: nodes.iter().filter_map(candidate).collect(),
         });
-        remember(&self.cache, key, age, snapshot.clone());
-        Ok(snapshot)
+        Ok((snapshot, age))
     }
 
     /// The route of a candidate: its own (dispatch view) or a ticket's.
@@ -234,6 +279,35 @@ impl Directory {
         if let Some(route) = recall(&self.routes, &cache_key) {
             return Ok(route);
         }
+        let (route, ttl) = match self.fetch_route(intent, c).await {
+            Ok(fetched) => fetched,
+            Err(e) if directory_down(&e) => {
+                return match recall(&self.last_routes, &cache_key) {
+                    Some(route) => {
+                        tracing::debug!(error = %e, "directory down; using the last route");
+                        Ok(route)
+                    }
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        remember(
+            &self.last_routes,
+            cache_key.clone(),
+            STALE_IF_ERROR,
+            route.clone(),
+        );
+        remember(&self.routes, cache_key, ttl, route.clone());
+        Ok(route)
+    }
+
+    /// One dispatch-ticket request: the route and how long it may be reused.
+    async fn fetch_route(
+        &self,
+        intent: &str,
+        c: &Candidate,
+    ) -> Result<(Route, Duration), ClientError> {
         let resp = self
             .send(Request::post_json(
                 format!("{}/api/v1/dispatch/ticket", self.base),
@@ -256,13 +330,7 @@ impl Directory {
             Some(exp) => Duration::from_secs(exp.saturating_sub(self.unix_now() + ROUTE_MARGIN_S)),
             None => Duration::from_secs(30),
         };
-        remember(
-            &self.routes,
-            cache_key,
-            ttl.min(MAX_ROUTE_AGE),
-            route.clone(),
-        );
-        Ok(route)
+        Ok((route, ttl.min(MAX_ROUTE_AGE)))
     }
 
     /// A consumer token for calling `target`, signed by the directory for `caller_token`'s node.
@@ -391,6 +459,77 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_last_answer_stands_in_while_the_directory_is_down_for_a_while() {
+        let net = Net::new();
+        let ok = Reply::Json {
+            status: 200,
+            headers: vec![("cache-control".into(), "public, max-age=5".into())],
+            body: serde_json::json!({"nodes": [node("a")], "count": 1}),
+        };
+        net.script(
+            &format!("{DIRECTORY}/api/v1/discover"),
+            [
+                ok,
+                Reply::Refused,
+                Reply::error(503, "temporarily_unavailable"),
+            ],
+            Reply::error(422, "validation_error"),
+        );
+        let dir = directory(&net, false);
+        let first = dir.discover(CHAT, None, None).await.unwrap();
+
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let refused = dir.discover(CHAT, None, None).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &refused),
+            "unreachable: the last answer"
+        );
+        let unavailable = dir.discover(CHAT, None, None).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &unavailable), "5xx: the last answer");
+        assert_eq!(
+            net.discovers(),
+            3,
+            "each call still asks the directory first"
+        );
+
+        let e = dir.discover(CHAT, None, None).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Node { status: 422, .. }),
+            "a refusal is not an outage: {e:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_answer_is_not_used_past_its_horizon_or_when_it_was_no_store() {
+        let net = Net::new();
+        let answer = |cc: &str| Reply::Json {
+            status: 200,
+            headers: vec![("cache-control".into(), cc.into())],
+            body: serde_json::json!({"nodes": [node("a")], "count": 1}),
+        };
+        net.script(
+            &format!("{DIRECTORY}/api/v1/discover"),
+            [answer("max-age=5"), Reply::Refused, answer("no-store")],
+            Reply::Refused,
+        );
+        let dir = directory(&net, false);
+        dir.discover(CHAT, None, None).await.unwrap();
+        tokio::time::advance(STALE_IF_ERROR + Duration::from_secs(1)).await;
+        assert!(matches!(
+            dir.discover(CHAT, None, None).await,
+            Err(ClientError::Directory(_))
+        ));
+        dir.discover(CHAT, None, None).await.unwrap();
+        assert!(
+            matches!(
+                dir.discover(CHAT, None, None).await,
+                Err(ClientError::Directory(_))
+            ),
+            "a no-store answer is never kept"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_directory_error_is_passed_on_and_not_cached() {
         let net = Net::new();
         net.script(
@@ -417,6 +556,41 @@ mod tests {
             1
         );
         assert_eq!(net.discovers(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_learnt_route_still_reaches_its_node_while_the_directory_is_down() {
+        let net = Net::new();
+        let tickets = format!("{DIRECTORY}/api/v1/dispatch/ticket");
+        let ticket = Reply::Json {
+            status: 201,
+            headers: vec![],
+            body: serde_json::json!({"expires_at": 1_060,
+                "route": {"node_id": "abcd1234-full", "endpoint": "http://a.test"}}),
+        };
+        net.script(
+            &tickets,
+            [ticket, Reply::Refused, Reply::error(404, "not_found")],
+            Reply::Refused,
+        );
+        let mut dir = directory(&net, true);
+        dir.set_unix_now(1_000);
+        let public = candidate(&serde_json::json!({"node_id_prefix": "abcd1234"})).unwrap();
+        dir.route(CHAT, &public).await.unwrap();
+
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let stale = dir.route(CHAT, &public).await.unwrap();
+        assert_eq!(
+            stale.endpoint, "http://a.test",
+            "the ticket expired, the route stands in"
+        );
+        assert!(
+            dir.route(CHAT, &public).await.is_err(),
+            "a directory that answers 404 is not down"
+        );
+        tokio::time::advance(STALE_IF_ERROR).await;
+        assert!(dir.route(CHAT, &public).await.is_err(), "past the horizon");
+        assert_eq!(net.seen_at(&tickets).len(), 4);
     }
 
     #[tokio::test(start_paused = true)]
