@@ -2,14 +2,15 @@
 //! survives with its current token working, no rotated-away token works) and graceful shutdown
 //! on SIGTERM (buffered heartbeat state is written before exit).
 
+use iicp_testkit::support::{free_port, get_json, wait_for_ok, ChildGuard, TempDir};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A minimal node health endpoint on a std thread.
 fn health_responder() -> SocketAddr {
@@ -39,39 +40,24 @@ fn health_responder() -> SocketAddr {
     addr
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_directory(db: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_iicp"))
-        .args(["directory", "--dev", "--register-rate-limit", "1000000"])
+fn start_directory(db: &Path, port: u16) -> ChildGuard {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iicp"));
+    cmd.args(["directory", "--dev", "--register-rate-limit", "1000000"])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--db")
         .arg(db)
         .env("IICP_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::null());
+    ChildGuard::spawn("directory", &mut cmd)
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{base}/iicp/health")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("directory did not start");
+    let health = format!("{base}/iicp/health");
+    wait_for_ok(http, &health, Duration::from_secs(20))
+        .await
+        .expect("directory did not start");
 }
 
 #[derive(Default)]
@@ -147,10 +133,8 @@ async fn worker(http: reqwest::Client, base: String, endpoint: String, ledger: A
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
-    let dir = std::env::temp_dir().join(format!("iicp-crash-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("directory.db");
-    let _ = std::fs::remove_file(&db);
+    let dir = TempDir::new("crash");
+    let db = dir.path().join("directory.db");
     let endpoint = format!("http://{}", health_responder());
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -173,8 +157,7 @@ async fn acknowledged_writes_survive_kill_9() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().unwrap(); // SIGKILL: no shutdown hook runs.
-    child.wait().unwrap();
+    child.kill(); // SIGKILL: no shutdown hook runs.
     for w in workers {
         let _ = w.await;
     }
@@ -226,17 +209,13 @@ async fn acknowledged_writes_survive_kill_9() {
         .unwrap();
         assert_eq!(status, 401, "rotated-away token of {id} still works");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    child.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_gracefully_and_keeps_heartbeat_state() {
-    let dir = std::env::temp_dir().join(format!("iicp-term-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("directory.db");
-    let _ = std::fs::remove_file(&db);
+    let dir = TempDir::new("term");
+    let db = dir.path().join("directory.db");
     let endpoint = format!("http://{}", health_responder());
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -265,44 +244,26 @@ async fn sigterm_stops_gracefully_and_keeps_heartbeat_state() {
     .unwrap();
     assert_eq!(status, 200);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "directory ignored SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = child
+        .stop_with("TERM", Duration::from_secs(10))
+        .await
+        .expect("directory ignored SIGTERM");
     assert!(exit.success(), "exit status {exit:?}");
 
     let mut child = start_directory(&db, port);
     wait_ready(&http, &base).await;
-    let node: Value = http
-        .get(format!("{base}/api/v1/node/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let node = get_json(&http, &format!("{base}/api/v1/node/{id}")).await;
     assert_eq!(
         node["load"], 0.75,
         "heartbeat state was flushed on shutdown"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    child.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_come_from_flags_then_environment_then_the_config_file() {
-    let dir = std::env::temp_dir().join(format!("iicp-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("config");
+    let dir = tmp.path();
     let file_port = free_port();
     let env_port = free_port();
     let config = dir.join("iicp.toml");
@@ -325,21 +286,19 @@ async fn settings_come_from_flags_then_environment_then_the_config_file() {
         if let Some(p) = env_listen {
             cmd.env("IICP_LISTEN", format!("127.0.0.1:{p}"));
         }
-        cmd.spawn().unwrap()
+        ChildGuard::spawn("directory", &mut cmd)
     };
 
     // The file alone decides the port and the database.
     let mut child = spawn(None);
     wait_ready(&http, &format!("http://127.0.0.1:{file_port}")).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     assert!(dir.join("from-file.db").exists());
 
     // The environment beats the file.
     let mut child = spawn(Some(env_port));
     wait_ready(&http, &format!("http://127.0.0.1:{env_port}")).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
     // A typo in the file is an error, not silently ignored.
     std::fs::write(&config, "[directory]\nlisen = \"127.0.0.1:1\"\n").unwrap();
@@ -350,5 +309,4 @@ async fn settings_come_from_flags_then_environment_then_the_config_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,10 +3,11 @@
 
 mod up_support;
 
+use iicp_testkit::support::{free_port, TempDir};
 use iicp_testkit::{BackendDouble, Flavor, Models};
 use serde_json::Value;
 use std::process::{Command, Output};
-use up_support::{closed_port, TempDir, Up};
+use up_support::Up;
 
 fn doctor<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_iicp"))
@@ -104,8 +105,8 @@ async fn doctor_is_all_ok_against_a_running_mesh() {
 
 #[test]
 fn doctor_fails_with_fixes_for_a_dead_backend_and_a_busy_port() {
-    let dead_backend = format!("http://127.0.0.1:{}", closed_port());
-    let no_directory = format!("http://127.0.0.1:{}", closed_port());
+    let dead_backend = format!("http://127.0.0.1:{}", free_port());
+    let no_directory = format!("http://127.0.0.1:{}", free_port());
     // A program that is not an IICP gateway holds the gateway port: it accepts connections and
     // never answers.
     let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

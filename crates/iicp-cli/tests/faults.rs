@@ -22,9 +22,12 @@ mod mesh;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use iicp_client::{Call, ClientError, StreamItem};
+use iicp_testkit::support::{get_json, get_text, parse_sse, wait_until, SseEvent};
 use iicp_testkit::{Behavior, Failure};
 use mesh::*;
 use serde_json::{json, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 /// The overload test runs alone: ten times a node's capacity busies both cores of a CI machine,
@@ -38,6 +41,43 @@ const REPLY: &str = "still there still there still";
 /// Twelve distinct words: a double set to 12 tokens replies with exactly these, so any part of
 /// a reply sent twice shows (the text is then no prefix of this).
 const WORDS: &str = "w01 w02 w03 w04 w05 w06 w07 w08 w09 w10 w11 w12";
+
+/// Whether `text` is a strict prefix of the one reply [`WORDS`], from its first word on: what a
+/// stream cut after its first token may have carried, with nothing sent twice.
+fn is_cut_reply(text: &str) -> bool {
+    text.starts_with("w01") && WORDS.starts_with(text) && text.len() < WORDS.len()
+}
+
+/// Reads a stream until `first` arrived, breaks it with `cut` (a node or a backend killed),
+/// then reads what follows: the whole body the caller saw.
+async fn read_cut(r: &mut reqwest::Response, first: &str, cut: impl FnOnce()) -> String {
+    let mut body = read_until(r, first).await;
+    cut();
+    body.push_str(&read_rest(r).await);
+    body
+}
+
+/// The events of a cut OpenAI stream, which must not look complete (no `[DONE]`) and must end
+/// with a `server_error` chunk, returned with them.
+fn openai_cut(body: &str) -> (Vec<SseEvent>, Value) {
+    let events = parse_sse(body);
+    assert!(
+        events.iter().all(|e| e.data != "[DONE]"),
+        "a cut stream must not look complete: {body}"
+    );
+    let last = events.last().unwrap().json();
+    assert_eq!(last["error"]["type"], "server_error", "{body}");
+    (events, last)
+}
+
+/// The lines of a cut Ollama stream, which must not say `done: true` and must end with an
+/// `error` line.
+fn ollama_cut(body: &str) -> Vec<Value> {
+    let lines = ndjson(body);
+    assert!(lines.iter().all(|l| l["done"] != true), "{body}");
+    assert!(lines.last().unwrap()["error"].is_string(), "{body}");
+    lines
+}
 
 fn slow_tokens() -> Behavior {
     Behavior {
@@ -72,34 +112,57 @@ fn served(what: &'static str, r: &reqwest::Response) -> Served {
     }
 }
 
+/// A plain (not streamed) OpenAI chat through the gateway.
+async fn plain_chat(mesh: &Mesh) -> reqwest::Response {
+    mesh.gw_post(
+        "/v1/chat/completions",
+        &openai_chat(CHAT_MODEL, PROMPT, false),
+    )
+    .await
+}
+
+/// Calls made at once, each saying who served it.
+type Calls<'a> = Vec<Pin<Box<dyn Future<Output = Served> + Send + 'a>>>;
+
+/// A streamed OpenAI chat through the gateway, which must complete with the exact answer.
+async fn openai_stream(mesh: &Mesh) -> Served {
+    let r = mesh
+        .gw_post(
+            "/v1/chat/completions",
+            &openai_chat(CHAT_MODEL, PROMPT, true),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let s = served("openai-stream", &r);
+    let events = parse_sse(&r.text().await.unwrap());
+    assert_eq!(events.last().unwrap().data, "[DONE]", "{events:?}");
+    assert_eq!(openai_stream_text(&events), REPLY);
+    s
+}
+
+/// A streamed Ollama chat through the gateway, which must complete with the exact answer.
+async fn ollama_stream(mesh: &Mesh) -> Served {
+    let r = mesh
+        .gw_post("/api/chat", &ollama_chat(CHAT_MODEL, PROMPT, true))
+        .await;
+    assert_eq!(r.status(), 200);
+    let s = served("ollama-stream", &r);
+    let lines = ndjson(&r.text().await.unwrap());
+    assert_eq!(lines.last().unwrap()["done"], true, "{lines:?}");
+    assert!(lines.iter().all(|l| l.get("error").is_none()));
+    assert_eq!(ollama_stream_text(&lines), REPLY);
+    s
+}
+
 /// One call of each kind, all at once, through the gateway (OpenAI and Ollama, plain and
 /// streamed, chat and embeddings) and the SDK. Every one must succeed with the exact answer.
 async fn every_kind_of_call(mesh: &Mesh, sdk: &iicp_client::Client) -> Vec<Served> {
     let openai_plain = move || async move {
-        let r = mesh
-            .gw_post(
-                "/v1/chat/completions",
-                &openai_chat(CHAT_MODEL, PROMPT, false),
-            )
-            .await;
+        let r = plain_chat(mesh).await;
         assert_eq!(r.status(), 200, "OpenAI chat failed: {:?}", r.headers());
         let s = served("openai", &r);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], REPLY, "{v}");
-        s
-    };
-    let openai_stream = move || async move {
-        let r = mesh
-            .gw_post(
-                "/v1/chat/completions",
-                &openai_chat(CHAT_MODEL, PROMPT, true),
-            )
-            .await;
-        assert_eq!(r.status(), 200);
-        let s = served("openai-stream", &r);
-        let events = sse(&r.text().await.unwrap());
-        assert_eq!(events.last().unwrap().data, "[DONE]", "{events:?}");
-        assert_eq!(openai_stream_text(&events), REPLY);
         s
     };
     let embed = move || async move {
@@ -124,18 +187,6 @@ async fn every_kind_of_call(mesh: &Mesh, sdk: &iicp_client::Client) -> Vec<Serve
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["message"]["content"], REPLY);
         assert_eq!(v["done"], true);
-        s
-    };
-    let ollama_stream = move || async move {
-        let r = mesh
-            .gw_post("/api/chat", &ollama_chat(CHAT_MODEL, PROMPT, true))
-            .await;
-        assert_eq!(r.status(), 200);
-        let s = served("ollama-stream", &r);
-        let lines = ndjson(&r.text().await.unwrap());
-        assert_eq!(lines.last().unwrap()["done"], true, "{lines:?}");
-        assert!(lines.iter().all(|l| l.get("error").is_none()));
-        assert_eq!(ollama_stream_text(&lines), REPLY);
         s
     };
     let sdk_plain = move || async move {
@@ -180,16 +231,15 @@ async fn every_kind_of_call(mesh: &Mesh, sdk: &iicp_client::Client) -> Vec<Serve
             attempts: a.attempts,
         }
     };
-    let mut calls: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Served> + Send + '_>>> =
-        Vec::new();
+    let mut calls: Calls = Vec::new();
     for _ in 0..3 {
         calls.push(Box::pin(openai_plain()));
-        calls.push(Box::pin(openai_stream()));
+        calls.push(Box::pin(openai_stream(mesh)));
     }
     for _ in 0..2 {
         calls.push(Box::pin(embed()));
         calls.push(Box::pin(ollama_plain()));
-        calls.push(Box::pin(ollama_stream()));
+        calls.push(Box::pin(ollama_stream(mesh)));
         calls.push(Box::pin(sdk_plain()));
         calls.push(Box::pin(sdk_stream()));
     }
@@ -224,11 +274,7 @@ async fn killed_nodes_are_failed_over_with_no_error_a_caller_can_see() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let reached = mesh.nodes[0].backend.as_ref().unwrap().requests() - reached_before;
         // `kill -9` by pid: the calls in flight hold a shared borrow of `mesh`.
-        let killed = std::process::Command::new("kill")
-            .args(["-9", &mesh.nodes[0].proc.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        mesh.nodes[0].proc.signal("KILL");
         reached
     };
     let (one_dead, cut_short) = tokio::join!(in_flight, kill);
@@ -254,7 +300,7 @@ async fn killed_nodes_are_failed_over_with_no_error_a_caller_can_see() {
     // The directory still lists a killed node (it never deregistered): callers must route
     // around it themselves.
     let after_one = every_kind_of_call(&mesh, &sdk).await;
-    mesh.nodes[1].proc.kill9();
+    mesh.nodes[1].proc.kill();
     assert_eq!(mesh.discover_ids(CHAT).await.unwrap().len(), 3);
     let two_dead = every_kind_of_call(&mesh, &sdk).await;
 
@@ -302,20 +348,15 @@ async fn a_stream_whose_node_dies_after_its_first_token_ends_with_an_error_and_i
         .await;
     assert_eq!(r.status(), 200);
     let victim = mesh.node_index(&header(&r, "x-iicp-node"));
-    let mut body = read_until(&mut r, r#""content":"w01""#).await;
-    mesh.nodes[victim].proc.kill9();
-    body.push_str(&read_rest(&mut r).await);
-    let events = sse(&body);
-    assert!(
-        events.iter().all(|e| e.data != "[DONE]"),
-        "a cut stream must not look complete: {body}"
-    );
-    let last = events.last().unwrap().json();
-    assert_eq!(last["error"]["type"], "server_error", "{body}");
+    let body = read_cut(&mut r, r#""content":"w01""#, || {
+        mesh.nodes[victim].proc.kill()
+    })
+    .await;
+    let (events, last) = openai_cut(&body);
     assert!(last["error"]["message"].is_string());
     let text = openai_stream_text(&events);
     assert!(
-        text.starts_with("w01") && WORDS.starts_with(&text) && text.len() < WORDS.len(),
+        is_cut_reply(&text),
         "the caller saw {text:?}: not a strict prefix of one reply"
     );
 
@@ -326,17 +367,9 @@ async fn a_stream_whose_node_dies_after_its_first_token_ends_with_an_error_and_i
     assert_eq!(r.status(), 200);
     let victim = mesh.node_index(&header(&r, "x-iicp-node"));
     assert!(mesh.nodes[victim].proc.is_alive(), "served by a dead node");
-    let mut body = read_until(&mut r, "w01").await;
-    mesh.nodes[victim].proc.kill9();
-    body.push_str(&read_rest(&mut r).await);
-    let lines = ndjson(&body);
-    assert!(lines.iter().all(|l| l["done"] != true), "{body}");
-    assert!(lines.last().unwrap()["error"].is_string(), "{body}");
-    let text = ollama_stream_text(&lines);
-    assert!(
-        text.starts_with("w01") && WORDS.starts_with(&text) && text.len() < WORDS.len(),
-        "the caller saw {text:?}"
-    );
+    let body = read_cut(&mut r, "w01", || mesh.nodes[victim].proc.kill()).await;
+    let text = ollama_stream_text(&ollama_cut(&body));
+    assert!(is_cut_reply(&text), "the caller saw {text:?}");
 
     // The SDK: two of three listed nodes are dead, so it may fail over before the first
     // token; once a token arrived, the death of its node is an error, not a retry.
@@ -352,7 +385,7 @@ async fn a_stream_whose_node_dies_after_its_first_token_ends_with_an_error_and_i
         other => panic!("expected the first token, got {other:?}"),
     };
     assert!(first.starts_with("w01"), "{first:?}");
-    mesh.nodes[victim].proc.kill9();
+    mesh.nodes[victim].proc.kill();
     let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(20), answer.items.collect())
         .await
         .expect("the stream ends");
@@ -390,33 +423,7 @@ async fn a_node_stalled_before_its_first_token_is_failed_over() {
     }
     let sdk = mesh.sdk(|c| c.first_token_timeout = Duration::from_secs(1));
     let started = Instant::now();
-    let (m, sdk) = (&mesh, &sdk);
-
-    let openai = move || async move {
-        let r = m
-            .gw_post(
-                "/v1/chat/completions",
-                &openai_chat(CHAT_MODEL, PROMPT, true),
-            )
-            .await;
-        assert_eq!(r.status(), 200);
-        let s = served("openai-stream", &r);
-        let events = sse(&r.text().await.unwrap());
-        assert_eq!(events.last().unwrap().data, "[DONE]");
-        assert_eq!(openai_stream_text(&events), REPLY);
-        s
-    };
-    let ollama = move || async move {
-        let r = m
-            .gw_post("/api/chat", &ollama_chat(CHAT_MODEL, PROMPT, true))
-            .await;
-        assert_eq!(r.status(), 200);
-        let s = served("ollama-stream", &r);
-        let lines = ndjson(&r.text().await.unwrap());
-        assert_eq!(lines.last().unwrap()["done"], true);
-        assert_eq!(ollama_stream_text(&lines), REPLY);
-        s
-    };
+    let sdk = &sdk;
     let sdk_stream = move || async move {
         let mut call = sdk_chat(PROMPT, CHAT_MODEL);
         call.timeout = Duration::from_secs(5);
@@ -429,13 +436,12 @@ async fn a_node_stalled_before_its_first_token_is_failed_over() {
             attempts: a.attempts,
         }
     };
-    let mut calls: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Served> + Send + '_>>> =
-        Vec::new();
+    let mut calls: Calls = Vec::new();
     for _ in 0..4 {
-        calls.push(Box::pin(openai()));
+        calls.push(Box::pin(openai_stream(&mesh)));
     }
     for _ in 0..2 {
-        calls.push(Box::pin(ollama()));
+        calls.push(Box::pin(ollama_stream(&mesh)));
         calls.push(Box::pin(sdk_stream()));
     }
     let all = join_all(calls).await;
@@ -471,10 +477,8 @@ async fn a_backend_killed_mid_stream_ends_the_stream_with_a_clean_error_event() 
     let mut r = mesh.node_task(0, &task, true).await;
     assert_eq!(r.status(), 200);
     assert!(header(&r, "content-type").starts_with("text/event-stream"));
-    let mut body = read_until(&mut r, "event: delta").await;
-    mesh.nodes[0].kill_backend();
-    body.push_str(&read_rest(&mut r).await);
-    let events = sse(&body);
+    let body = read_cut(&mut r, "event: delta", || mesh.nodes[0].kill_backend()).await;
+    let events = parse_sse(&body);
     assert!(events.iter().all(|e| e.event != "done"), "{body}");
     let last = events.last().unwrap();
     assert_eq!(last.event, "error", "{body}");
@@ -488,10 +492,7 @@ async fn a_backend_killed_mid_stream_ends_the_stream_with_a_clean_error_event() 
         .filter(|e| e.event == "delta")
         .map(|e| e.json()["content"].as_str().unwrap().to_owned())
         .collect();
-    assert!(
-        text.starts_with("w01") && WORDS.starts_with(&text) && text.len() < WORDS.len(),
-        "{text:?}"
-    );
+    assert!(is_cut_reply(&text), "{text:?}");
     mesh.nodes[0].restart_backend().await;
 
     // Through the gateway, OpenAI: an error chunk and no [DONE].
@@ -502,13 +503,11 @@ async fn a_backend_killed_mid_stream_ends_the_stream_with_a_clean_error_event() 
         )
         .await;
     assert_eq!(r.status(), 200);
-    let mut body = read_until(&mut r, r#""content":"w01""#).await;
-    mesh.nodes[0].kill_backend();
-    body.push_str(&read_rest(&mut r).await);
-    let events = sse(&body);
-    assert!(events.iter().all(|e| e.data != "[DONE]"), "{body}");
-    let last = events.last().unwrap().json();
-    assert_eq!(last["error"]["type"], "server_error", "{body}");
+    let body = read_cut(&mut r, r#""content":"w01""#, || {
+        mesh.nodes[0].kill_backend()
+    })
+    .await;
+    let (events, last) = openai_cut(&body);
     assert_eq!(last["error"]["code"], "backend_error", "{body}");
     assert!(WORDS.starts_with(&openai_stream_text(&events)));
     mesh.nodes[0].restart_backend().await;
@@ -518,13 +517,8 @@ async fn a_backend_killed_mid_stream_ends_the_stream_with_a_clean_error_event() 
         .gw_post("/api/chat", &ollama_chat("fragile-chat", WORDS, true))
         .await;
     assert_eq!(r.status(), 200);
-    let mut body = read_until(&mut r, "w01").await;
-    mesh.nodes[0].kill_backend();
-    body.push_str(&read_rest(&mut r).await);
-    let lines = ndjson(&body);
-    assert!(lines.iter().all(|l| l["done"] != true), "{body}");
-    assert!(lines.last().unwrap()["error"].is_string(), "{body}");
-    assert!(WORDS.starts_with(&ollama_stream_text(&lines)));
+    let body = read_cut(&mut r, "w01", || mesh.nodes[0].kill_backend()).await;
+    assert!(WORDS.starts_with(&ollama_stream_text(&ollama_cut(&body))));
 
     // The node outlives its backend and serves again once the backend is back.
     mesh.nodes[0].restart_backend().await;
@@ -555,18 +549,7 @@ async fn a_caller_that_hangs_up_mid_stream_frees_the_nodes_slot_at_once() {
             ..Behavior::default()
         });
     let mesh = Mesh::start(spec).await;
-    let active_jobs = || async {
-        let h: Value = mesh
-            .http
-            .get(format!("{}/iicp/health", mesh.nodes[0].url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        h["active_jobs"].as_u64().unwrap()
-    };
+    let active_jobs = || async { mesh.node_health(0).await["active_jobs"].as_u64().unwrap() };
     let mut task = chat_task(WORDS, "interactive");
     task["payload"]["model"] = json!("long-chat");
     for way in ["node SSE", "gateway OpenAI", "gateway Ollama"] {
@@ -588,31 +571,20 @@ async fn a_caller_that_hangs_up_mid_stream_frees_the_nodes_slot_at_once() {
         read_until(&mut r, "w01").await;
         assert_eq!(active_jobs().await, 1, "{way}: the stream holds the slot");
         drop(r);
-        let hung_up = Instant::now();
-        while active_jobs().await != 0 {
-            assert!(
-                hung_up.elapsed() < Duration::from_secs(3),
-                "{way}: the slot was still held 3 s after the caller hung up"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_until(Instant::now() + Duration::from_secs(3), || async {
+            match active_jobs().await {
+                0 => Ok(()),
+                held => Err(held),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{way}: the slot was still held 3 s after the caller hung up"));
         // The slot is really free: the next task is admitted at once.
         task["task_id"] = json!(uuid::Uuid::new_v4());
         let r = mesh.node_task(0, &task, false).await;
         assert_eq!(r.status(), 200, "{way}: the next task was refused");
         task["task_id"] = json!(uuid::Uuid::new_v4());
     }
-}
-
-async fn node_metrics(mesh: &Mesh, i: usize) -> String {
-    mesh.http
-        .get(format!("{}/metrics", mesh.nodes[i].url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,70 +622,52 @@ async fn a_directory_killed_and_restarted_on_its_database_lists_every_node_again
     // Every node notices the outage (a heartbeat fails) before the directory comes back.
     let deadline = Instant::now() + interval * 5;
     for i in 0..3 {
-        while metric(
-            &node_metrics(&mesh, i).await,
-            "iicp_heartbeat_failures_total{reason=\"unreachable\"}",
-        ) < 1.0
-        {
-            assert!(Instant::now() < deadline, "node {i} never missed a beat");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(deadline, || async {
+            let m = mesh.node_metrics(i).await;
+            let failed = metric(&m, "iicp_heartbeat_failures_total{reason=\"unreachable\"}");
+            (failed >= 1.0).then_some(()).ok_or(())
+        })
+        .await
+        .unwrap_or_else(|()| panic!("node {i} never missed a beat"));
     }
 
     mesh.restart_directory().await;
     let ready = Instant::now();
     // Listed again, same ids, within one heartbeat interval.
-    loop {
+    wait_until(ready + interval, || async {
         let chat = mesh.discover_ids(CHAT).await.unwrap_or_default();
         let embed = mesh.discover_ids(EMBEDDING).await.unwrap_or_default();
         if ids.iter().all(|id| chat.contains(id) && embed.contains(id)) {
-            break;
+            Ok(())
+        } else {
+            Err(chat)
         }
-        assert!(
-            ready.elapsed() <= interval,
-            "not every node listed within one heartbeat interval: {chat:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|chat| panic!("not every node listed within one heartbeat interval: {chat:?}"));
     let listed_after = ready.elapsed();
 
     // Every node's heartbeat, with the token it held before the crash, is accepted by the new
     // process: its last_seen moves past the moment of the kill.
     let deadline = ready + Duration::from_secs(8);
     for id in &ids {
-        loop {
-            let v: Value = mesh
-                .http
-                .get(format!("{}/api/v1/node/{id}", mesh.directory_url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let url = format!("{}/api/v1/node/{id}", mesh.directory_url);
+        wait_until(deadline, || async {
+            let v = get_json(&mesh.http, &url).await;
             let seen = v["last_seen"].as_str().and_then(unix_seconds).unwrap();
             if seen > killed_at {
-                break;
+                Ok(())
+            } else {
+                Err(v)
             }
-            assert!(
-                Instant::now() < deadline,
-                "{id} was never heard from again: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|v| panic!("{id} was never heard from again: {v}"));
     }
     let beating_after = ready.elapsed();
 
     // Nothing acknowledged was lost, so nobody had to register again.
-    let metrics = mesh
-        .http
-        .get(format!("{}/metrics", mesh.directory_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&mesh.http, &format!("{}/metrics", mesh.directory_url)).await;
     assert!(
         !metrics.contains("iicp_registrations_total{"),
         "a node registered again after the restart:\n{metrics}"
@@ -722,7 +676,7 @@ async fn a_directory_killed_and_restarted_on_its_database_lists_every_node_again
     for (i, n) in mesh.nodes.iter().enumerate() {
         let now = std::fs::read(n.state_dir.join("node-identity.json")).unwrap();
         assert_eq!(now, identities[i], "node {i} changed its identity");
-        let m = node_metrics(&mesh, i).await;
+        let m = mesh.node_metrics(i).await;
         for reason in ["unauthorized", "unknown_node"] {
             assert_eq!(
                 metric(
@@ -733,25 +687,11 @@ async fn a_directory_killed_and_restarted_on_its_database_lists_every_node_again
                 "node {i}: the restarted directory refused its heartbeat ({reason})"
             );
         }
-        let h: Value = mesh
-            .http
-            .get(format!("{}/iicp/health", n.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h = mesh.node_health(i).await;
         assert_eq!(h["node_id"], json!(n.id));
     }
     // And the mesh works end to end through the new directory.
-    let r = mesh
-        .gw_post(
-            "/v1/chat/completions",
-            &openai_chat(CHAT_MODEL, PROMPT, false),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(plain_chat(&mesh).await.status(), 200);
     eprintln!(
         "directory restart: listed after {listed_after:?}, every node heard from after {beating_after:?}"
     );
@@ -856,10 +796,10 @@ async fn sustained_overload_at_ten_times_capacity_is_refused_with_429_and_memory
         &warm.other[..warm.other.len().min(10)]
     );
     let pid = mesh.nodes[0].proc.pid();
-    let rss_before = mesh.nodes[0].proc.rss_kib();
+    let rss_before = rss_kib(&mesh.nodes[0].proc);
     let started = Instant::now();
     let tally = load(Duration::from_secs(4)).await;
-    let rss_after = mesh.nodes[0].proc.rss_kib();
+    let rss_after = rss_kib(&mesh.nodes[0].proc);
     eprintln!(
         "overload of node pid {pid} for {:?}: {} served, {} refused (slowest refusal: batch {:?}, \
          interactive {:?}); RSS {rss_before} KiB → {rss_after} KiB",
@@ -909,24 +849,17 @@ async fn sustained_overload_at_ten_times_capacity_is_refused_with_429_and_memory
         mesh.nodes[0].proc.is_alive(),
         "the node died under overload"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let h: Value = mesh
-            .http
-            .get(format!("{}/iicp/health", mesh.nodes[0].url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let h = wait_until(Instant::now() + Duration::from_secs(5), || async {
+        let h = mesh.node_health(0).await;
         if h["active_jobs"] == 0 {
-            assert_eq!(h["status"], "ok");
-            break;
+            Ok(h)
+        } else {
+            Err(h)
         }
-        assert!(Instant::now() < deadline, "slots never drained: {h}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|h| panic!("slots never drained: {h}"));
+    assert_eq!(h["status"], "ok");
     let r = mesh
         .node_task(0, &chat_task(PROMPT, "interactive"), false)
         .await;
@@ -1660,15 +1593,9 @@ async fn malformed_requests_to_every_endpoint_get_structured_4xx_errors_and_noth
     for n in &mesh.nodes {
         assert!(listed.contains(&n.id), "{} was dropped", n.id);
     }
-    let r = mesh
-        .gw_post(
-            "/v1/chat/completions",
-            &openai_chat(CHAT_MODEL, PROMPT, false),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(plain_chat(&mesh).await.status(), 200);
     for p in mesh.procs_mut() {
-        assert!(!p.log_text().contains("panicked"), "{} panicked", p.name);
+        assert!(!p.log_text().contains("panicked"), "{} panicked", p.name());
     }
 }
 

@@ -6,11 +6,12 @@
 
 mod up_support;
 
+use iicp_testkit::support::{free_port, get_json, http_client, wait_for_ok, ChildGuard, TempDir};
 use iicp_testkit::{BackendDouble, Flavor, Models};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use up_support::{closed_port, http_client, TempDir, Up, CHAT};
+use std::time::Duration;
+use up_support::{Up, CHAT};
 
 fn position(haystack: &str, needle: &str) -> usize {
     haystack
@@ -42,7 +43,7 @@ async fn up_serves_chat_through_the_gateway_and_deregisters_on_sigterm() {
         "{out}"
     );
 
-    let http = http_client();
+    let http = http_client(Duration::from_secs(30));
     let reply = http
         .post(format!("{}/v1/chat/completions", up.gateway))
         .json(&json!({
@@ -57,14 +58,11 @@ async fn up_serves_chat_through_the_gateway_and_deregisters_on_sigterm() {
     let text = body["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(text.contains("hello"), "{body}");
 
-    let found: Value = http
-        .get(format!("{}/v1/discover?intent={CHAT}", up.directory))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found = get_json(
+        &http,
+        &format!("{}/v1/discover?intent={CHAT}", up.directory),
+    )
+    .await;
     let node_id = out
         .lines()
         .find_map(|l| l.strip_prefix("node registered as "))
@@ -80,7 +78,7 @@ async fn up_serves_chat_through_the_gateway_and_deregisters_on_sigterm() {
         "{found}"
     );
 
-    let status = up.stop_with("TERM");
+    let status = up.stop_with("TERM").await;
     assert!(status.success(), "exit {status:?}; {}", up.output());
     let out = up.stdout();
     let node = position(&out, "node stopped (deregistered from the directory)");
@@ -89,38 +87,31 @@ async fn up_serves_chat_through_the_gateway_and_deregisters_on_sigterm() {
     assert!(node < gateway && gateway < directory, "{out}");
 
     // The directory, restarted on the same database, no longer has the node.
-    let port = closed_port();
-    let mut directory = Command::new(env!("CARGO_BIN_EXE_iicp"))
-        .args(["directory", "--dev", "--listen"])
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iicp"));
+    cmd.args(["directory", "--dev", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--db")
         .arg(data.join("directory.db"))
         .env("IICP_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        .stderr(Stdio::null());
+    let mut directory = ChildGuard::spawn("directory", &mut cmd);
+    let url = format!("http://127.0.0.1:{port}/iicp/health");
+    let health: Value = wait_for_ok(&http, &url, Duration::from_secs(30))
+        .await
+        .expect("the directory did not restart")
+        .json()
+        .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let health = loop {
-        let answer = http
-            .get(format!("http://127.0.0.1:{port}/iicp/health"))
-            .send()
-            .await;
-        if let Ok(r) = answer {
-            break r.json::<Value>().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "the directory did not restart");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let _ = directory.kill();
-    let _ = directory.wait();
+    directory.kill();
     assert_eq!(health["nodes_registered"], 0, "{health}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_without_a_backend_runs_directory_and_gateway_and_says_how_to_start_one() {
     let tmp = TempDir::new("up-nobackend");
-    let nothing = format!("http://127.0.0.1:{}", closed_port());
+    let nothing = format!("http://127.0.0.1:{}", free_port());
     let mut up = Up::start(&["--detect", &nothing], &tmp.path().join("data"));
     let out = up.stdout();
     assert!(
@@ -139,15 +130,8 @@ async fn up_without_a_backend_runs_directory_and_gateway_and_says_how_to_start_o
     );
     assert!(up.node.is_none(), "{out}");
 
-    let http = http_client();
-    let health: Value = http
-        .get(format!("{}/iicp/health", up.directory))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let http = http_client(Duration::from_secs(30));
+    let health = get_json(&http, &format!("{}/iicp/health", up.directory)).await;
     assert_eq!(health["role"], "directory");
     let models = http
         .get(format!("{}/v1/models", up.gateway))
@@ -158,7 +142,7 @@ async fn up_without_a_backend_runs_directory_and_gateway_and_says_how_to_start_o
     let models: Value = models.json().await.unwrap();
     assert_eq!(models["data"], json!([]), "{models}");
 
-    let status = up.stop_with("INT");
+    let status = up.stop_with("INT").await;
     assert!(status.success(), "exit {status:?}; {}", up.output());
     let out = up.stdout();
     assert!(

@@ -9,7 +9,7 @@
 //! gateway makes sure every field the official client reads is there.
 
 use crate::failure::{Api, Failure};
-use crate::serve::{flag, json_answer, object, stream_answer, take_model, unix_now, EVENT_STREAM};
+use crate::serve::{flag, json_answer, request, stream_answer, unix_now, EVENT_STREAM};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -164,13 +164,8 @@ pub fn completion(
 }
 
 async fn chat_completions(State(s): State<AppState>, body: Bytes) -> Response {
-    let mut req = match object(&body) {
+    let (mut req, model) = match request(body) {
         Ok(r) => r,
-        Err(f) => return f.render(API),
-    };
-    drop(body);
-    let model = match take_model(&mut req) {
-        Ok(m) => m,
         Err(f) => return f.render(API),
     };
     let stream = flag(req.remove("stream"), false);
@@ -449,13 +444,8 @@ pub fn embedding_list(
 }
 
 async fn embeddings(State(s): State<AppState>, body: Bytes) -> Response {
-    let mut req = match object(&body) {
+    let (mut req, model) = match request(body) {
         Ok(r) => r,
-        Err(f) => return f.render(API),
-    };
-    drop(body);
-    let model = match take_model(&mut req) {
-        Ok(m) => m,
         Err(f) => return f.render(API),
     };
     req.retain(|_, v| !v.is_null());
@@ -528,6 +518,7 @@ async fn get_model(State(s): State<AppState>, Path(id): Path<String>) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::object;
 
     #[test]
     fn requests_are_smoothed_for_the_chat_schema() {

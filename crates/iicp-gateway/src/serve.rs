@@ -112,6 +112,15 @@ pub fn take_model(req: &mut Map<String, Value>) -> Result<Option<String>, Failur
     }
 }
 
+/// A request body as a JSON object ([`object`]) and its `model` ([`take_model`]). The body is
+/// dropped once parsed, so its bytes are not held through the call.
+pub fn request(body: Bytes) -> Result<(Map<String, Value>, Option<String>), Failure> {
+    let mut req = object(&body)?;
+    drop(body);
+    let model = take_model(&mut req)?;
+    Ok((req, model))
+}
+
 /// True when the value is a JSON `true` (Ollama and OpenAI both accept only booleans).
 pub fn flag(v: Option<Value>, default: bool) -> bool {
     v.and_then(|v| v.as_bool()).unwrap_or(default)

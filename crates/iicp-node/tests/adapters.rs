@@ -212,53 +212,14 @@ async fn the_directory_stores_the_advertised_capabilities(flavor: Flavor) {
     assert_eq!(record["backend"], backend);
 }
 
-macro_rules! every_flavor {
-    ($($module:ident => $flavor:expr),* $(,)?) => {$(
-        mod $module {
-            use super::*;
-
-            #[tokio::test]
-            async fn chat_answers_with_the_completion_usage_and_model() {
-                super::chat_answers_with_the_completion_usage_and_model($flavor).await
-            }
-
-            #[tokio::test]
-            async fn a_requested_model_is_used_when_served() {
-                super::a_requested_model_is_used_when_served($flavor).await
-            }
-
-            #[tokio::test]
-            async fn a_model_the_node_does_not_serve_is_404_e029() {
-                super::a_model_the_node_does_not_serve_is_404_e029($flavor).await
-            }
-
-            #[tokio::test]
-            async fn chat_streams_deltas_then_done_with_the_full_response() {
-                super::chat_streams_deltas_then_done_with_the_full_response($flavor).await
-            }
-
-            #[tokio::test]
-            async fn traceparent_is_propagated_to_the_backend() {
-                super::traceparent_is_propagated_to_the_backend($flavor).await
-            }
-
-            #[tokio::test]
-            async fn capabilities_come_from_the_model_list() {
-                super::capabilities_come_from_the_model_list($flavor).await
-            }
-
-            #[tokio::test]
-            async fn the_directory_stores_the_advertised_capabilities() {
-                super::the_directory_stores_the_advertised_capabilities($flavor).await
-            }
-        }
-    )*};
-}
-
 every_flavor! {
-    openai => Flavor::OpenAi,
-    ollama => Flavor::Ollama,
-    anthropic => Flavor::Anthropic,
+    chat_answers_with_the_completion_usage_and_model,
+    a_requested_model_is_used_when_served,
+    a_model_the_node_does_not_serve_is_404_e029,
+    chat_streams_deltas_then_done_with_the_full_response,
+    traceparent_is_propagated_to_the_backend,
+    capabilities_come_from_the_model_list,
+    the_directory_stores_the_advertised_capabilities,
 }
 
 #[tokio::test]

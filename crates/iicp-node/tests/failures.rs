@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use iicp_testkit::support::get_text;
 use iicp_testkit::{Behavior, Failure, Flavor};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -130,38 +131,11 @@ async fn a_stream_failing_before_the_first_token_is_plain_json_502(flavor: Flavo
     node.wait_idle().await;
 }
 
-macro_rules! every_flavor {
-    ($($module:ident => $flavor:expr),* $(,)?) => {$(
-        mod $module {
-            use super::*;
-
-            #[tokio::test]
-            async fn backend_failures_are_502_backend_error() {
-                super::backend_failures_are_502_backend_error($flavor).await
-            }
-
-            #[tokio::test]
-            async fn a_hung_backend_is_504_task_timeout_within_timeout_ms() {
-                super::a_hung_backend_is_504_task_timeout_within_timeout_ms($flavor).await
-            }
-
-            #[tokio::test]
-            async fn a_stream_cut_after_the_first_token_ends_with_event_error() {
-                super::a_stream_cut_after_the_first_token_ends_with_event_error($flavor).await
-            }
-
-            #[tokio::test]
-            async fn a_stream_failing_before_the_first_token_is_plain_json_502() {
-                super::a_stream_failing_before_the_first_token_is_plain_json_502($flavor).await
-            }
-        }
-    )*};
-}
-
 every_flavor! {
-    openai => Flavor::OpenAi,
-    ollama => Flavor::Ollama,
-    anthropic => Flavor::Anthropic,
+    backend_failures_are_502_backend_error,
+    a_hung_backend_is_504_task_timeout_within_timeout_ms,
+    a_stream_cut_after_the_first_token_ends_with_event_error,
+    a_stream_failing_before_the_first_token_is_plain_json_502,
 }
 
 #[tokio::test]
@@ -228,15 +202,7 @@ async fn outcomes_are_counted_in_the_node_metrics() {
     let mut task = chat_task(PROMPT);
     task["constraints"]["timeout_ms"] = json!(150);
     assert_eq!(node.task(&task).await.status, 504);
-    let text = node
-        .http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node.http, &node.url("/metrics")).await;
     for status in ["success", "error", "timeout"] {
         let series = format!(
             "iicp_tasks_total{{status=\"{status}\",intent=\"{CHAT}\",qos=\"interactive\"}} 1"

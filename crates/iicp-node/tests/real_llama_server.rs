@@ -6,29 +6,13 @@
 use iicp_node::backend::{Backend, OpenAiBackend};
 use iicp_node::{Node, NodeConfig};
 use iicp_server::clock::SystemClock;
+use iicp_testkit::support::{free_port, get_json, wait_for_ok, ChildGuard};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_llama() -> Option<(Server, String)> {
+async fn start_llama() -> Option<(ChildGuard, String)> {
     let (Ok(bin), Ok(model)) = (
         std::env::var("IICP_LLAMA_SERVER"),
         std::env::var("IICP_LLAMA_MODEL"),
@@ -41,40 +25,32 @@ async fn start_llama() -> Option<(Server, String)> {
         return None;
     };
     let port = free_port();
-    let child = Command::new(bin)
-        .args([
-            "-m",
-            &model,
-            "--host",
-            "127.0.0.1",
-            "-t",
-            "1",
-            "-np",
-            "2",
-            "-c",
-            "2048",
-            "--no-webui",
-            "--alias",
-            "tiny",
-        ])
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("llama-server starts");
-    let server = Server(child);
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "-m",
+        &model,
+        "--host",
+        "127.0.0.1",
+        "-t",
+        "1",
+        "-np",
+        "2",
+        "-c",
+        "2048",
+        "--no-webui",
+        "--alias",
+        "tiny",
+    ])
+    .args(["--port", &port.to_string()])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let server = ChildGuard::spawn("llama-server", &mut cmd);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await {
-            if r.status().is_success() {
-                return Some((server, base));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("llama-server did not become ready");
+    wait_for_ok(&http, &format!("{base}/health"), Duration::from_secs(60))
+        .await
+        .expect("llama-server did not become ready");
+    Some((server, base))
 }
 
 fn task(stream_tokens: u32) -> Value {
@@ -100,14 +76,7 @@ async fn a_real_llama_server_answers_through_the_node() {
     let url = format!("http://{}", node.local_addr());
     let http = reqwest::Client::new();
 
-    let health: Value = http
-        .get(format!("{url}/iicp/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&http, &format!("{url}/iicp/health")).await;
     assert_eq!(health["models"], json!(["tiny"]));
 
     let r = http

@@ -27,6 +27,10 @@
 //! Each double runs on its own thread and runtime, so it keeps answering whatever the test's
 //! runtime does, and [`BackendDouble::kill`] drops every open connection at once, like a
 //! crashed process. The `iicp-backend-double` binary serves one double for benchmarks.
+//!
+//! [`support`] holds what integration tests around real servers and processes share: free
+//! ports, waits with a deadline, temporary directories, child processes killed on drop with
+//! their logs in a file, and a few HTTP helpers.
 #![forbid(unsafe_code)]
 
 mod anthropic;
@@ -34,6 +38,7 @@ mod behavior;
 mod ollama;
 mod openai;
 mod server;
+pub mod support;
 mod text;
 
 pub use behavior::{Behavior, Failure, Flavor, Models};

@@ -105,7 +105,7 @@ async fn hang_times_the_client_out_and_stop_still_returns() {
     d.set_behavior(Behavior::failing(Failure::Hang));
     let url = format!("{}/v1/models", d.url());
     let started = Instant::now();
-    let err = client_with_timeout(Duration::from_millis(300))
+    let err = iicp_testkit::support::http_client(Duration::from_millis(300))
         .get(&url)
         .send()
         .await

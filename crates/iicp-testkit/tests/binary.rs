@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use iicp_testkit::support::{get_json, ChildGuard};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn serves_until_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iicp-backend-double"))
-        .args(["--flavor", "ollama", "--listen", "127.0.0.1:0"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iicp-backend-double"));
+    cmd.args(["--flavor", "ollama", "--listen", "127.0.0.1:0"])
         .args(["--chat-model", "llama3.2", "--chat-model", "llava:7b"])
         .args([
             "--embedding-model",
@@ -23,24 +24,16 @@ async fn serves_until_sigterm() {
             "--threads",
             "1",
         ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the binary");
+        .stdout(Stdio::piped());
+    let mut child = ChildGuard::spawn("iicp-backend-double", &mut cmd);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.child_mut().stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let url = line.trim().to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
-    let tags: Value = client()
-        .get(format!("{url}/api/tags"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags = get_json(&client(), &format!("{url}/api/tags")).await;
     let names: Vec<&str> = tags["models"]
         .as_array()
         .unwrap()
@@ -63,23 +56,11 @@ async fn serves_until_sigterm() {
     assert!(started.elapsed() >= Duration::from_millis(20));
     assert_eq!(reply["message"]["content"], "a b c");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the double did not exit on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = child
+        .stop_with("TERM", Duration::from_secs(5))
+        .await
+        .expect("the double did not exit on SIGTERM");
+    assert!(status.success(), "{status}");
 }
 
 #[test]

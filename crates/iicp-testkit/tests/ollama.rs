@@ -14,15 +14,6 @@ async fn double() -> BackendDouble {
     .await
 }
 
-async fn post(d: &BackendDouble, path: &str, body: Value) -> reqwest::Response {
-    client()
-        .post(format!("{}{path}", d.url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
-}
-
 const METRICS: [&str; 6] = [
     "total_duration",
     "load_duration",
@@ -39,14 +30,7 @@ fn with_metrics(base: &[&'static str]) -> Vec<&'static str> {
 #[tokio::test]
 async fn tags_version_and_root() {
     let d = double().await;
-    let tags: Value = client()
-        .get(format!("{}/api/tags", d.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags = get_json(&d, "/api/tags").await;
     assert_keys(&tags, &["models"]);
     let models = tags["models"].as_array().unwrap();
     let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
@@ -80,23 +64,9 @@ async fn tags_version_and_root() {
     assert_eq!(models[1]["details"]["parameter_size"], "7B");
     assert_eq!(models[2]["details"]["family"], "nomic-bert");
 
-    let version: Value = client()
-        .get(format!("{}/api/version", d.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let version = get_json(&d, "/api/version").await;
     assert_eq!(version, json!({"version": "0.5.7"}));
-    let root = client()
-        .get(d.url())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let root = iicp_testkit::support::get_text(&client(), &d.url()).await;
     assert_eq!(root, "Ollama is running");
     let resp = client()
         .get(format!("{}/api/nope", d.url()))

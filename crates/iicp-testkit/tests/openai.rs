@@ -16,15 +16,6 @@ async fn double() -> BackendDouble {
     .await
 }
 
-async fn post(d: &BackendDouble, path: &str, body: Value) -> reqwest::Response {
-    client()
-        .post(format!("{}{path}", d.url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
-}
-
 fn chat(extra: Value) -> Value {
     let mut body = json!({
         "model": "tiny-llama",
@@ -64,14 +55,7 @@ async fn models_health_and_unknown_routes() {
         assert!(m["created"].as_u64().unwrap() > 1_600_000_000);
     }
 
-    let health: Value = client()
-        .get(format!("{}/health", d.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&d, "/health").await;
     assert_eq!(health, json!({"status": "ok"}));
 
     let resp = client()

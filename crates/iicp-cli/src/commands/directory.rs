@@ -4,12 +4,13 @@
 //! `[directory]` table of the TOML file given by `--config`, then the spec defaults.
 
 use super::runtime::{init_logging, run_until_signal};
+use super::settings::{list_or, read_table, usage_error, Table};
 use clap::Args;
 use iicp_directory::clock::SystemClock;
 use iicp_directory::{Directory, DirectoryConfig};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,18 +68,8 @@ struct FileSettings {
     heartbeat_interval_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct FileConfig {
-    #[serde(default)]
-    directory: FileSettings,
-}
-
-fn read_file(path: &Path) -> Result<FileSettings, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    toml::from_str::<FileConfig>(&text)
-        .map(|c| c.directory)
-        .map_err(|e| format!("config {}: {e}", path.display()))
+impl Table for FileSettings {
+    const NAME: &'static str = "directory";
 }
 
 fn parse_override(s: &str) -> Result<(String, SocketAddr), String> {
@@ -92,10 +83,7 @@ fn parse_override(s: &str) -> Result<(String, SocketAddr), String> {
 }
 
 pub(super) fn build_config(args: DirectoryArgs) -> Result<DirectoryConfig, String> {
-    let file = match &args.config {
-        Some(path) => read_file(path)?,
-        None => FileSettings::default(),
-    };
+    let file: FileSettings = read_table(args.config.as_deref())?;
     let listen = args
         .listen
         .or(file.listen)
@@ -107,21 +95,12 @@ pub(super) fn build_config(args: DirectoryArgs) -> Result<DirectoryConfig, Strin
     let mut config = DirectoryConfig::new(listen, db);
     config.signing_key_path = args.signing_key.or(file.signing_key);
     config.dev = args.dev || file.dev.unwrap_or(false);
-    let overrides = if args.dev_resolve.is_empty() {
-        file.dev_resolve.unwrap_or_default()
-    } else {
-        args.dev_resolve
-    };
-    config.dev_resolve = overrides
+    config.dev_resolve = list_or(args.dev_resolve, file.dev_resolve)
         .iter()
         .map(|s| parse_override(s))
         .collect::<Result<_, _>>()?;
     config.issuer = args.issuer.or(file.issuer);
-    config.trusted_proxies = if args.trusted_proxies.is_empty() {
-        file.trusted_proxies.unwrap_or_default()
-    } else {
-        args.trusted_proxies
-    };
+    config.trusted_proxies = list_or(args.trusted_proxies, file.trusted_proxies);
     if let Some(n) = args.register_rate_limit.or(file.register_rate_limit) {
         config.register_rate_limit = n;
     }
@@ -135,10 +114,7 @@ pub fn run(args: DirectoryArgs) -> ExitCode {
     init_logging();
     let config = match build_config(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e),
     };
     run_until_signal(
         async move {

@@ -4,11 +4,12 @@
 //! the TOML file given by `--config`, then defaults.
 
 use super::runtime::{init_logging, run_until_signal};
+use super::settings::{read_table, usage_error, Table};
 use clap::Args;
 use iicp_gateway::{Gateway, GatewayConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,25 +42,12 @@ struct FileSettings {
     max_body_bytes: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct FileConfig {
-    #[serde(default)]
-    gateway: FileSettings,
-}
-
-fn read_file(path: &Path) -> Result<FileSettings, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    toml::from_str::<FileConfig>(&text)
-        .map(|c| c.gateway)
-        .map_err(|e| format!("config {}: {e}", path.display()))
+impl Table for FileSettings {
+    const NAME: &'static str = "gateway";
 }
 
 pub(super) fn build_config(args: GatewayArgs) -> Result<GatewayConfig, String> {
-    let file = match &args.config {
-        Some(path) => read_file(path)?,
-        None => FileSettings::default(),
-    };
+    let file: FileSettings = read_table(args.config.as_deref())?;
     let listen = args
         .listen
         .or(file.listen)
@@ -90,10 +78,7 @@ pub fn run(args: GatewayArgs) -> ExitCode {
     init_logging();
     let config = match build_config(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e),
     };
     run_until_signal(
         async move {

@@ -20,4 +20,5 @@ pub mod node;
 mod occupant;
 mod paths;
 mod runtime;
+mod settings;
 pub mod up;

@@ -5,6 +5,7 @@
 
 use super::paths::data_dir;
 use super::runtime::{init_logging, run_until_signal};
+use super::settings::{list_or, read_table, usage_error, Table};
 use clap::Args;
 use iicp_node::backend::BackendKind;
 use iicp_node::{detect, AuthMode, Backend, Node, NodeConfig};
@@ -12,7 +13,7 @@ use iicp_proto::node::{AvailabilityWindow, TimeOfDay};
 use iicp_server::clock::SystemClock;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -78,18 +79,8 @@ struct FileSettings {
     availability: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct FileConfig {
-    #[serde(default)]
-    node: FileSettings,
-}
-
-fn read_file(path: &Path) -> Result<FileSettings, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    toml::from_str::<FileConfig>(&text)
-        .map(|c| c.node)
-        .map_err(|e| format!("config {}: {e}", path.display()))
+impl Table for FileSettings {
+    const NAME: &'static str = "node";
 }
 
 /// `08:00-18:00=0.5` → a window with half the capacity.
@@ -130,11 +121,7 @@ fn build_config(args: &NodeArgs, file: FileSettings) -> Result<NodeConfig, Strin
     let mut c = NodeConfig::new(listen, state_dir);
     c.public_url = args.public_url.clone().or(file.public_url);
     c.directory = args.directory.clone().or(file.directory);
-    c.models = if args.models.is_empty() {
-        file.models.unwrap_or_default()
-    } else {
-        args.models.clone()
-    };
+    c.models = list_or(args.models.clone(), file.models);
     if let Some(n) = args.max_concurrent.or(file.max_concurrent) {
         if n == 0 || n > 256 {
             return Err("--max-concurrent must be 1 to 256".into());
@@ -150,12 +137,7 @@ fn build_config(args: &NodeArgs, file: FileSettings) -> Result<NodeConfig, Strin
         c.region = r;
     }
     c.local_token = args.token.clone();
-    let windows = if args.availability.is_empty() {
-        file.availability.unwrap_or_default()
-    } else {
-        args.availability.clone()
-    };
-    c.availability = windows
+    c.availability = list_or(args.availability.clone(), file.availability)
         .iter()
         .map(|w| parse_window(w))
         .collect::<Result<_, _>>()?;
@@ -172,10 +154,7 @@ pub(super) struct Resolved {
 
 /// Merges flags (and the `IICP_*` variables clap read into them) with the `[node]` table.
 pub(super) fn resolve(args: NodeArgs) -> Result<Resolved, String> {
-    let file = match &args.config {
-        Some(path) => read_file(path)?,
-        None => FileSettings::default(),
-    };
+    let file: FileSettings = read_table(args.config.as_deref())?;
     let backend_url = args.backend.clone().or(file.backend.clone());
     let config = build_config(&args, file)?;
     Ok(Resolved {
@@ -232,10 +211,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
     init_logging();
     let resolved = match resolve(args) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e),
     };
     let Resolved {
         config,

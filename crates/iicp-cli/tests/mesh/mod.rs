@@ -4,17 +4,19 @@
 //!
 //! Everything is killed on drop (`SIGKILL`, then reaped) and the temporary directory removed; a
 //! failing test keeps its directory and says where, so the process logs can be read. Every wait
-//! has a deadline.
+//! has a deadline. The process, directory and waiting plumbing is `iicp_testkit::support`.
 
 #![allow(dead_code)]
 
+use iicp_testkit::support::{
+    get_json, get_text, http_client, wait_for_ok, wait_until, ChildGuard, SseEvent, TempDir,
+};
 use iicp_testkit::{BackendDouble, Behavior, Flavor, Models, Options};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub const CHAT: &str = "urn:iicp:intent:llm:chat:v1";
@@ -26,142 +28,32 @@ pub const EMBED_MODEL: &str = "tiny-embed";
 /// busy 2-core CI machine).
 pub const START_BUDGET: Duration = Duration::from_secs(30);
 
-/// A plain client: no proxy (loopback stays loopback), bounded.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
-/// A temporary directory, removed on drop unless the test failed.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "iicp-faults-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test failed: process logs kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
+/// Starts `iicp ARGS` with `IICP_LOG=level`, its stdout and stderr in `log`; dropping the guard
+/// kills it with SIGKILL. Inherited `IICP_*`, Anthropic and proxy variables are removed so the
+/// CI environment cannot change what runs.
+pub fn spawn_iicp(name: &str, args: &[String], log: PathBuf, level: &str) -> ChildGuard {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iicp"));
+    cmd.args(args);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy().to_ascii_uppercase();
+        if k.starts_with("IICP_") || k.starts_with("ANTHROPIC_") || k.ends_with("_PROXY") {
+            cmd.env_remove(&key);
         }
     }
+    cmd.env("IICP_LOG", level).env("NO_COLOR", "1");
+    ChildGuard::spawn_logged(name, &mut cmd, log)
 }
 
-/// One `iicp` process whose stdout and stderr go to `log`. Dropping it kills it with SIGKILL.
-pub struct Proc {
-    pub name: String,
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    /// Starts `iicp ARGS` with `IICP_LOG=level`. Inherited `IICP_*`, Anthropic and proxy
-    /// variables are removed so the CI environment cannot change what runs.
-    pub fn spawn(name: &str, args: &[String], log: PathBuf, level: &str) -> Proc {
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file handle");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_iicp"));
-        cmd.args(args);
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy().to_ascii_uppercase();
-            if k.starts_with("IICP_") || k.starts_with("ANTHROPIC_") || k.ends_with("_PROXY") {
-                cmd.env_remove(&key);
-            }
-        }
-        let child = cmd
-            .env("IICP_LOG", level)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `kill -9`, then reaps the process.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn is_alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Resident set size in KiB, from `/proc/<pid>/status`.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_else(|e| panic!("{} has no /proc status: {e}", self.name));
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{} status without VmRSS", self.name))
-    }
-
-    pub fn log_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    /// Waits for a log line containing `needle` and returns it. Fails early if the process
-    /// exits.
-    pub async fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + START_BUDGET;
-        loop {
-            if let Some(line) = self.log_text().lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before logging {needle:?}:\n{}",
-                    self.name,
-                    self.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never logged {needle:?}:\n{}",
-                self.name,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// Resident set size of `p` in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(p: &ChildGuard) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid()))
+        .unwrap_or_else(|e| panic!("{} has no /proc status: {e}", p.name()));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{} status without VmRSS", p.name()))
 }
 
 /// The word after `marker` in `line`, up to whitespace.
@@ -244,7 +136,7 @@ impl MeshSpec {
 }
 
 pub struct MeshNode {
-    pub proc: Proc,
+    pub proc: ChildGuard,
     /// `http://127.0.0.1:PORT` of the node.
     pub url: String,
     /// The id the directory gave.
@@ -271,19 +163,11 @@ impl MeshNode {
     /// Starts a fresh backend double on the same address.
     pub async fn restart_backend(&mut self) {
         self.kill_backend();
-        let deadline = Instant::now() + START_BUDGET;
-        loop {
-            match start_backend(&self.spec, self.backend_addr).await {
-                Ok(b) => {
-                    self.backend = Some(b);
-                    return;
-                }
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "backend did not restart: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let (spec, addr) = (&self.spec, self.backend_addr);
+        let backend = wait_until(Instant::now() + START_BUDGET, || start_backend(spec, addr))
+            .await
+            .unwrap_or_else(|e| panic!("backend did not restart: {e}"));
+        self.backend = Some(backend);
     }
 }
 
@@ -306,9 +190,9 @@ async fn start_backend(spec: &NodeSpec, listen: SocketAddr) -> std::io::Result<B
 
 /// Field order is drop order: the gateway goes first, the directory last.
 pub struct Mesh {
-    pub gateway: Proc,
+    pub gateway: ChildGuard,
     pub nodes: Vec<MeshNode>,
-    pub directory: Proc,
+    pub directory: ChildGuard,
     /// `http://127.0.0.1:PORT`.
     pub directory_url: String,
     pub gateway_url: String,
@@ -321,8 +205,8 @@ pub struct Mesh {
 
 impl Mesh {
     pub async fn start(spec: MeshSpec) -> Mesh {
-        let tmp = TempDir::new(spec.tag);
-        let http = http_client();
+        let tmp = TempDir::new(&format!("faults-{}", spec.tag));
+        let http = http_client(Duration::from_secs(30));
 
         let mut directory_args: Vec<String> = [
             "directory",
@@ -339,13 +223,15 @@ impl Mesh {
         }
         let mut args = directory_args.clone();
         args.extend(["--listen".into(), "127.0.0.1:0".into()]);
-        let mut directory = Proc::spawn(
+        let mut directory = spawn_iicp(
             "directory",
             &args,
             tmp.path().join("directory.log"),
             spec.log,
         );
-        let line = directory.wait_for_line("directory listening").await;
+        let line = directory
+            .wait_for_line("directory listening", START_BUDGET)
+            .await;
         let directory_url = format!("http://{}", word_after(&line, "local_addr="));
         wait_ok(&http, &format!("{directory_url}/iicp/health")).await;
 
@@ -371,7 +257,7 @@ impl Mesh {
                 args.extend(["--max-concurrent".into(), n.to_string()]);
             }
             let name = format!("node-{i}");
-            let proc = Proc::spawn(
+            let proc = spawn_iicp(
                 &name,
                 &args,
                 tmp.path().join(format!("{name}.log")),
@@ -381,7 +267,7 @@ impl Mesh {
         }
         let mut nodes = Vec::new();
         for (mut proc, backend, state_dir, node_spec) in started {
-            let line = proc.wait_for_line("node serving on ").await;
+            let line = proc.wait_for_line("node serving on ", START_BUDGET).await;
             let url = word_after(&line, "node serving on ");
             let id = wait_registered(&http, &url).await;
             nodes.push(MeshNode {
@@ -418,8 +304,10 @@ impl Mesh {
             "127.0.0.1:0".into(),
         ];
         args.extend(spec.gateway_args.iter().cloned());
-        let mut gateway = Proc::spawn("gateway", &args, tmp.path().join("gateway.log"), spec.log);
-        let line = gateway.wait_for_line("gateway serving on ").await;
+        let mut gateway = spawn_iicp("gateway", &args, tmp.path().join("gateway.log"), spec.log);
+        let line = gateway
+            .wait_for_line("gateway serving on ", START_BUDGET)
+            .await;
         let gateway_url = word_after(&line, "gateway serving on ");
         wait_ok(&http, &format!("{gateway_url}/api/version")).await;
 
@@ -438,8 +326,8 @@ impl Mesh {
     }
 
     /// Every process of the mesh, for liveness checks and log scans.
-    pub fn procs_mut(&mut self) -> Vec<&mut Proc> {
-        let mut all: Vec<&mut Proc> = vec![&mut self.directory, &mut self.gateway];
+    pub fn procs_mut(&mut self) -> Vec<&mut ChildGuard> {
+        let mut all: Vec<&mut ChildGuard> = vec![&mut self.directory, &mut self.gateway];
         all.extend(self.nodes.iter_mut().map(|n| &mut n.proc));
         all
     }
@@ -447,7 +335,7 @@ impl Mesh {
     /// Panics naming any process of the mesh that is no longer running.
     pub fn assert_all_alive(&mut self) {
         for p in self.procs_mut() {
-            let name = p.name.clone();
+            let name = p.name().to_owned();
             assert!(p.is_alive(), "{name} died:\n{}", p.log_text());
         }
     }
@@ -465,13 +353,13 @@ impl Mesh {
 
     /// `kill -9` of the directory.
     pub fn kill_directory(&mut self) {
-        self.directory.kill9();
+        self.directory.kill();
     }
 
     /// A new directory process on the same port and database (the old one is killed first if
     /// it still runs). Returns when the new one answers its health check.
     pub async fn restart_directory(&mut self) {
-        self.directory.kill9();
+        self.directory.kill();
         self.restarts += 1;
         let mut args = self.directory_args.clone();
         let addr = self.directory_url.trim_start_matches("http://").to_owned();
@@ -480,8 +368,10 @@ impl Mesh {
             .tmp
             .path()
             .join(format!("directory-restart-{}.log", self.restarts));
-        self.directory = Proc::spawn("directory", &args, log, self.spec.log);
-        self.directory.wait_for_line("directory listening").await;
+        self.directory = spawn_iicp("directory", &args, log, self.spec.log);
+        self.directory
+            .wait_for_line("directory listening", START_BUDGET)
+            .await;
         wait_ok(&self.http, &format!("{}/iicp/health", self.directory_url)).await;
     }
 
@@ -513,6 +403,16 @@ impl Mesh {
             .unwrap_or_else(|e| panic!("node {i} /v1/task: {e}"))
     }
 
+    /// Node `i`'s `/iicp/health`.
+    pub async fn node_health(&self, i: usize) -> Value {
+        get_json(&self.http, &format!("{}/iicp/health", self.nodes[i].url)).await
+    }
+
+    /// Node `i`'s `/metrics`.
+    pub async fn node_metrics(&self, i: usize) -> String {
+        get_text(&self.http, &format!("{}/metrics", self.nodes[i].url)).await
+    }
+
     /// Node ids listed by discover for `intent`.
     pub async fn discover_ids(&self, intent: &str) -> Result<Vec<String>, String> {
         discover_ids(&self.http, &self.directory_url, intent).await
@@ -535,32 +435,23 @@ impl Mesh {
 }
 
 async fn wait_ok(http: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + START_BUDGET;
-    loop {
-        if let Ok(r) = http.get(url).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} never answered 200");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    if let Err(last) = wait_for_ok(http, url, START_BUDGET).await {
+        panic!("{url} never answered 200 ({last})");
     }
 }
 
 /// Waits until the node reports the id the directory gave it.
 async fn wait_registered(http: &reqwest::Client, node: &str) -> String {
-    let deadline = Instant::now() + START_BUDGET;
-    loop {
-        if let Ok(r) = http.get(format!("{node}/iicp/health")).send().await {
-            if let Ok(v) = r.json::<Value>().await {
-                if let Some(id) = v["node_id"].as_str() {
-                    return id.to_owned();
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "{node} never registered");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let url = format!("{node}/iicp/health");
+    wait_until(Instant::now() + START_BUDGET, || async {
+        let health: Value = match http.get(&url).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
+        health["node_id"].as_str().map(str::to_owned).ok_or(())
+    })
+    .await
+    .unwrap_or_else(|()| panic!("{node} never registered"))
 }
 
 pub async fn discover_ids(
@@ -586,20 +477,18 @@ pub async fn discover_ids(
 }
 
 async fn wait_listed(http: &reqwest::Client, directory: &str, intent: &str, ids: &[String]) {
-    let deadline = Instant::now() + START_BUDGET;
-    loop {
+    wait_until(Instant::now() + START_BUDGET, || async {
         let listed = discover_ids(http, directory, intent)
             .await
             .unwrap_or_default();
         if ids.iter().all(|id| listed.contains(id)) {
-            return;
+            Ok(())
+        } else {
+            Err(listed)
         }
-        assert!(
-            Instant::now() < deadline,
-            "discover never listed {ids:?} for {intent}: {listed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|listed| panic!("discover never listed {ids:?} for {intent}: {listed:?}"));
 }
 
 /// A CALL for the chat intent.
@@ -641,42 +530,6 @@ pub fn header(r: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
-/// One server-sent event.
-#[derive(Debug, Clone)]
-pub struct Sse {
-    pub event: String,
-    pub data: String,
-}
-
-impl Sse {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data)
-            .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {}", self.data))
-    }
-}
-
-/// The events of an SSE body (`event` is "message" when the block names none).
-pub fn sse(text: &str) -> Vec<Sse> {
-    text.split("\n\n")
-        .filter(|b| !b.trim().is_empty())
-        .map(|block| {
-            let mut event = "message".to_owned();
-            let mut data = Vec::new();
-            for line in block.lines() {
-                if let Some(e) = line.strip_prefix("event:") {
-                    event = e.trim().to_owned();
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data.push(d.strip_prefix(' ').unwrap_or(d));
-                }
-            }
-            Sse {
-                event,
-                data: data.join("\n"),
-            }
-        })
-        .collect()
-}
-
 /// The lines of an NDJSON body.
 pub fn ndjson(text: &str) -> Vec<Value> {
     text.lines()
@@ -685,44 +538,43 @@ pub fn ndjson(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Reads a streamed body until its text contains `needle` (or it ends); returns the text so far.
-pub async fn read_until(resp: &mut reqwest::Response, needle: &str) -> String {
+/// Reads a streamed body until `enough` holds for the bytes so far or the body ends (a broken
+/// connection ends it too); the text so far, or `Err` with it when `within` passed first.
+async fn read_body(
+    resp: &mut reqwest::Response,
+    within: Duration,
+    enough: impl Fn(&[u8]) -> bool,
+) -> Result<String, String> {
     let mut buf = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !String::from_utf8_lossy(&buf).contains(needle) {
+    let deadline = Instant::now() + within;
+    while !enough(&buf) {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, resp.chunk()).await {
             Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
             Ok(Ok(None)) | Ok(Err(_)) => break,
-            Err(_) => panic!(
-                "no {needle:?} within 20 s; got {:?}",
-                String::from_utf8_lossy(&buf)
-            ),
+            Err(_) => return Err(String::from_utf8_lossy(&buf).into_owned()),
         }
     }
-    String::from_utf8_lossy(&buf).into_owned()
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Reads a streamed body until its text contains `needle` (or it ends); returns the text so far.
+pub async fn read_until(resp: &mut reqwest::Response, needle: &str) -> String {
+    let has_needle = |b: &[u8]| String::from_utf8_lossy(b).contains(needle);
+    read_body(resp, Duration::from_secs(20), has_needle)
+        .await
+        .unwrap_or_else(|got| panic!("no {needle:?} within 20 s; got {got:?}"))
 }
 
 /// Reads the rest of a streamed body; a connection that breaks just ends it.
 pub async fn read_rest(resp: &mut reqwest::Response) -> String {
-    let mut buf = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, resp.chunk()).await {
-            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
-            Ok(Ok(None)) | Ok(Err(_)) => break,
-            Err(_) => panic!(
-                "stream did not end within 30 s: {:?}",
-                String::from_utf8_lossy(&buf)
-            ),
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
+    read_body(resp, Duration::from_secs(30), |_| false)
+        .await
+        .unwrap_or_else(|got| panic!("stream did not end within 30 s: {got:?}"))
 }
 
 /// The text an OpenAI SSE stream carried (`choices[0].delta.content` of every chunk).
-pub fn openai_stream_text(events: &[Sse]) -> String {
+pub fn openai_stream_text(events: &[SseEvent]) -> String {
     events
         .iter()
         .filter(|e| e.data != "[DONE]")

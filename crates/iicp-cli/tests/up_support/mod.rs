@@ -4,10 +4,10 @@
 
 #![allow(dead_code)]
 
+use iicp_testkit::support::ChildGuard;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,51 +17,9 @@ pub const START_BUDGET: Duration = Duration::from_secs(60);
 
 pub const CHAT: &str = "urn:iicp:intent:llm:chat:v1";
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("iicp-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A loopback port nothing listens on (bound, then released).
-pub fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
 /// A running `iicp up`.
 pub struct Up {
-    child: Child,
+    child: ChildGuard,
     stderr_path: PathBuf,
     lines: Receiver<String>,
     /// Every stdout line so far.
@@ -84,8 +42,8 @@ impl Up {
         std::fs::create_dir_all(data).unwrap();
         let stderr_path = data.with_extension("stderr");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iicp"))
-            .arg("up")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_iicp"));
+        cmd.arg("up")
             .args(args)
             .args([
                 "--directory-port",
@@ -101,10 +59,9 @@ impl Up {
             .env_remove("IICP_BACKEND")
             .env_remove("IICP_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+            .stderr(Stdio::from(stderr));
+        let mut child = ChildGuard::spawn("iicp up", &mut cmd);
+        let stdout = child.child_mut().stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         let out = Arc::new(Mutex::new(Vec::new()));
         let keep = out.clone();
@@ -166,28 +123,16 @@ impl Up {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// Sends `signal` (`TERM`, `INT`) and waits for the exit, then for stdout to close.
-    pub fn stop_with(&mut self, signal: &str) -> ExitStatus {
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
+    pub async fn stop_with(&mut self, signal: &str) -> ExitStatus {
+        let Some(status) = self.child.stop_with(signal, Duration::from_secs(30)).await else {
+            panic!(
                 "iicp up ignored SIG{signal}; its output:\n{}",
                 self.output()
             );
-            std::thread::sleep(Duration::from_millis(50));
         };
         // Drain what it printed on the way out (the reader ends at EOF).
         while self.lines.recv_timeout(Duration::from_secs(5)).is_ok() {}
@@ -197,8 +142,7 @@ impl Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
         let _ = std::fs::remove_file(&self.stderr_path);
     }
 }

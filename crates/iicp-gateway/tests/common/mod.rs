@@ -8,6 +8,7 @@ use iicp_directory::{Directory, DirectoryConfig, RunningDirectory};
 use iicp_gateway::{Gateway, GatewayConfig, RunningGateway};
 use iicp_node::backend::OpenAiBackend;
 use iicp_node::{Backend, Node, NodeConfig, RunningNode};
+use iicp_testkit::support::{get_json, wait_until};
 use iicp_testkit::{BackendDouble, Flavor, Models};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -53,13 +54,9 @@ async fn start_node(directory_url: &str, tmp: &Path, i: usize) -> TestNode {
     .await
     .expect("node starts");
     let deadline = Instant::now() + Duration::from_secs(15);
-    let id = loop {
-        if let Some(id) = node.node_id() {
-            break id;
-        }
-        assert!(Instant::now() < deadline, "node {i} never registered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = wait_until(deadline, || std::future::ready(node.node_id().ok_or(())))
+        .await
+        .unwrap_or_else(|()| panic!("node {i} never registered"));
     TestNode {
         node: Some(node),
         backend: Some(backend),
@@ -165,25 +162,17 @@ impl Mesh {
 }
 
 async fn wait_listed(http: &reqwest::Client, directory: &str, intent: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let body: Value = http
-            .get(format!("{directory}/api/v1/discover?intent={intent}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let url = format!("{directory}/api/v1/discover?intent={intent}");
+    wait_until(Instant::now() + Duration::from_secs(15), || async {
+        let body = get_json(http, &url).await;
         if body["count"].as_u64() == Some(n as u64) {
-            return;
+            Ok(())
+        } else {
+            Err(body)
         }
-        assert!(
-            Instant::now() < deadline,
-            "discover never listed {n} nodes for {intent}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|body| panic!("discover never listed {n} nodes for {intent}: {body}"));
 }
 
 /// A header as a string ("" when absent).

@@ -6,6 +6,7 @@
 use iicp_directory::{Directory, DirectoryConfig, RunningDirectory};
 use iicp_node::backend::{AnthropicBackend, OllamaBackend, OpenAiBackend};
 use iicp_node::{Backend, Node, NodeConfig, RunningNode};
+use iicp_testkit::support::{get_text, wait_until};
 use iicp_testkit::{BackendDouble, Flavor, Models};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
@@ -95,39 +96,7 @@ impl Reply {
     }
 }
 
-/// One server-sent event.
-#[derive(Debug, Clone)]
-pub struct SseEvent {
-    pub event: String,
-    pub data: String,
-}
-
-impl SseEvent {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
-    }
-}
-
-pub fn parse_sse(text: &str) -> Vec<SseEvent> {
-    text.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let mut event = "message".to_owned();
-            let mut data = Vec::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            SseEvent {
-                event,
-                data: data.join("\n"),
-            }
-        })
-        .collect()
-}
+pub use iicp_testkit::support::{parse_sse, SseEvent};
 
 /// A CALL for the chat intent.
 pub fn chat_task(text: &str) -> Value {
@@ -270,20 +239,18 @@ impl TestNode {
     }
 }
 
-/// Polls `f` every 20 ms until it gives a value, failing the test after `within`.
+/// Polls `f` until it gives a value, failing the test after `within`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Instant::now() + within, || {
+        let attempt = f();
+        async { attempt.await.ok_or(()) }
+    })
+    .await
+    .unwrap_or_else(|()| panic!("timed out waiting for {what}"))
 }
 
 /// A real dev-mode directory on loopback, restartable on the same address.
@@ -384,15 +351,7 @@ impl TestDirectory {
 
     /// A counter from the directory's Prometheus text (0 when absent).
     pub async fn metric(&self, series: &str) -> u64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(&self.http, &format!("{}/metrics", self.base)).await;
         text.lines()
             .find_map(|l| {
                 l.strip_prefix(series)?
@@ -419,3 +378,31 @@ pub async fn registered_node(
     let id = node.registered_id().await;
     (node, id)
 }
+
+/// Runs each named `async fn(Flavor)` of the test file against every backend flavor, as the
+/// tests `openai::NAME`, `ollama::NAME` and `anthropic::NAME`.
+#[allow(unused_macros)]
+macro_rules! every_flavor {
+    ($($test:ident),* $(,)?) => {
+        mod openai {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(iicp_testkit::Flavor::OpenAi).await
+            })*
+        }
+        mod ollama {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(iicp_testkit::Flavor::Ollama).await
+            })*
+        }
+        mod anthropic {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(iicp_testkit::Flavor::Anthropic).await
+            })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use every_flavor;

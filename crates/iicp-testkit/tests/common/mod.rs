@@ -1,20 +1,30 @@
-//! Helpers shared by the integration tests: a plain HTTP client and wire-format parsers.
+//! Helpers shared by the integration tests: a plain HTTP client, requests to a double, and
+//! wire-format parsers.
 #![allow(dead_code)]
 
+use iicp_testkit::support::http_client;
+use iicp_testkit::BackendDouble;
 use serde_json::Value;
 use std::time::Duration;
 
 /// A plain client (no proxy, so loopback traffic never leaves the machine).
 pub fn client() -> reqwest::Client {
-    client_with_timeout(Duration::from_secs(10))
+    http_client(Duration::from_secs(10))
 }
 
-pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .expect("client")
+/// `GET` of `path` on the double, decoded as JSON.
+pub async fn get_json(d: &BackendDouble, path: &str) -> Value {
+    iicp_testkit::support::get_json(&client(), &format!("{}{path}", d.url())).await
+}
+
+/// `POST` of a JSON body to `path` on the double.
+pub async fn post(d: &BackendDouble, path: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}{path}", d.url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
 }
 
 /// Reads a body chunk by chunk: the bytes received, and the error that ended it early if any.

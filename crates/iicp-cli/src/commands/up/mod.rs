@@ -16,6 +16,7 @@ use super::node::{self, NodeArgs};
 use super::occupant::{self, Role};
 use super::paths::data_dir;
 use super::runtime::{init_logging_or, run_until_signal};
+use super::settings::{read_table, usage_error, Table};
 use clap::Args;
 use iicp_directory::{Directory, DirectoryConfig, RunningDirectory};
 use iicp_gateway::{Gateway, GatewayConfig, RunningGateway};
@@ -24,7 +25,7 @@ use iicp_node::{Node, NodeConfig, Registration, RunningNode};
 use iicp_server::clock::SystemClock;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,18 +79,8 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct FileConfig {
-    #[serde(default)]
-    up: FileSettings,
-}
-
-fn read_file(path: &Path) -> Result<FileSettings, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    toml::from_str::<FileConfig>(&text)
-        .map(|c| c.up)
-        .map_err(|e| format!("config {}: {e}", path.display()))
+impl Table for FileSettings {
+    const NAME: &'static str = "up";
 }
 
 /// Everything `up` starts, as plain values.
@@ -138,10 +129,7 @@ fn local_url(addr: SocketAddr) -> Result<url::Url, String> {
 }
 
 fn plan(args: UpArgs) -> Result<Plan, String> {
-    let file = match &args.config {
-        Some(path) => read_file(path)?,
-        None => FileSettings::default(),
-    };
+    let file: FileSettings = read_table(args.config.as_deref())?;
     let host = args
         .listen_host
         .or(file.listen_host)
@@ -216,10 +204,7 @@ pub fn run(args: UpArgs) -> ExitCode {
     init_logging_or("warn");
     let plan = match plan(args) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e),
     };
     run_until_signal(start(plan), stop)
 }
@@ -434,6 +419,7 @@ async fn stop(mesh: Mesh) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn up_wires_the_parts_and_the_role_tables_configure_the_rest() {
