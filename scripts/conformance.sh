@@ -15,7 +15,7 @@ if [ ! -x "$VENV/bin/iicp-conformance" ]; then
 fi
 
 cargo build --quiet -p iicp-cli
-IICP=target/debug/iicp
+IICP=${CARGO_TARGET_DIR:-target}/debug/iicp
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
@@ -34,6 +34,7 @@ IICP_LOG=warn "$IICP" directory --listen "127.0.0.1:$DIR_PORT" --db "$WORK/direc
 pids+=($!)
 BASE="http://127.0.0.1:$DIR_PORT"
 for _ in $(seq 100); do curl -fs "$BASE/iicp/health" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$BASE/iicp/health" >/dev/null || { echo "the directory did not come up" >&2; exit 1; }
 
 run_profile() {
   local profile=$1
