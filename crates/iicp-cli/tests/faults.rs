@@ -603,9 +603,11 @@ async fn a_directory_killed_and_restarted_on_its_database_lists_every_node_again
         .collect();
     // Let every node heartbeat at the directory's pace at least once.
     tokio::time::sleep(interval * 2).await;
+    assert_eq!(plain_chat(&mesh).await.status(), 200);
 
     mesh.kill_directory();
     let killed_at = now_unix();
+    let killed = Instant::now();
     // The data plane does not need the directory: every node still serves.
     for i in 0..3 {
         let r = mesh
@@ -630,6 +632,14 @@ async fn a_directory_killed_and_restarted_on_its_database_lists_every_node_again
         .await
         .unwrap_or_else(|()| panic!("node {i} never missed a beat"));
     }
+
+    // The gateway keeps answering from its last discover answer once that answer is past its
+    // max-age (5 s): an outage of the control plane is not an outage of the mesh.
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(killed.elapsed())).await;
+    let r = plain_chat(&mesh).await;
+    assert_eq!(r.status(), 200, "the gateway stopped with its directory");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], REPLY);
 
     mesh.restart_directory().await;
     let ready = Instant::now();
