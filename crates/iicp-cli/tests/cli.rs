@@ -1,5 +1,6 @@
 //! Black-box tests of the `iicp` binary.
 
+use iicp_testkit::support::TempDir;
 use proptest::prelude::*;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -53,9 +54,8 @@ fn intents_lists_the_whole_registry() {
 
 #[test]
 fn check_task_accepts_a_valid_envelope_from_a_file() {
-    let dir = std::env::temp_dir().join(format!("iicp-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("task.json");
+    let dir = TempDir::new("cli");
+    let file = dir.path().join("task.json");
     std::fs::write(&file, VALID_TASK).unwrap();
     let out = iicp(&["check", "task", file.to_str().unwrap()], b"");
     assert!(out.status.success(), "{}", stdout(&out));

@@ -190,7 +190,7 @@ async fn token_mode_needs_the_node_token() {
 async fn token_mode_without_any_token_refuses_to_start() {
     let d = double(Flavor::OpenAi).await;
     let dir = temp_dir("no-token");
-    let mut config = node_config(&dir);
+    let mut config = node_config(dir.path());
     config.auth = AuthMode::Token;
     let started = iicp_node::Node::start(
         config,

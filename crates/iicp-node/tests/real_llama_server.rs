@@ -6,7 +6,7 @@
 use iicp_node::backend::{Backend, OpenAiBackend};
 use iicp_node::{Node, NodeConfig};
 use iicp_server::clock::SystemClock;
-use iicp_testkit::support::{free_port, get_json, wait_for_ok, ChildGuard};
+use iicp_testkit::support::{free_port, get_json, wait_for_ok, ChildGuard, TempDir};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -67,8 +67,9 @@ async fn a_real_llama_server_answers_through_the_node() {
     let Some((_server, base)) = start_llama().await else {
         return;
     };
-    let state = std::env::temp_dir().join(format!("iicp-real-{}", uuid::Uuid::new_v4()));
-    let config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), state);
+    // Declared before the node, so it is removed after the node is dropped.
+    let state = TempDir::new("real");
+    let config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), state.path().to_path_buf());
     let backend = Backend::OpenAi(OpenAiBackend::new(&base, None));
     let node = Node::start(config, backend, Arc::new(SystemClock))
         .await

@@ -4,6 +4,7 @@
 
 use iicp_directory::clock::ManualClock;
 use iicp_directory::{Directory, DirectoryConfig};
+use iicp_testkit::support::TempDir;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,9 @@ pub struct TestDirectory {
     pub http: reqwest::Client,
     pub dir: PathBuf,
     running: Option<iicp_directory::RunningDirectory>,
+    /// `dir` when [`TestDirectory::start`] made it: removed with the directory (declared last,
+    /// so it is dropped after the running directory).
+    tmp: Option<TempDir>,
 }
 
 /// Serves `GET /iicp/health` like a node does.
@@ -63,11 +67,14 @@ impl TestDirectory {
     }
 
     pub async fn start(dev: bool, tweak: impl FnOnce(&mut DirectoryConfig)) -> TestDirectory {
-        let dir = std::env::temp_dir().join(format!("iicp-dir-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self::start_in(dir, dev, tweak).await
+        let tmp = TempDir::new("dir-test");
+        let mut d = Self::start_in(tmp.path().to_path_buf(), dev, tweak).await;
+        d.tmp = Some(tmp);
+        d
     }
 
+    /// A directory on `dir`, which the caller keeps (e.g. another `TestDirectory`'s, to
+    /// restart on the same state: keep that one alive until this one is done).
     pub async fn start_in(
         dir: PathBuf,
         dev: bool,
@@ -88,6 +95,7 @@ impl TestDirectory {
             http: reqwest::Client::new(),
             dir,
             running: Some(running),
+            tmp: None,
         }
     }
 

@@ -8,10 +8,10 @@ use iicp_directory::{Directory, DirectoryConfig, RunningDirectory};
 use iicp_gateway::{Gateway, GatewayConfig, RunningGateway};
 use iicp_node::backend::OpenAiBackend;
 use iicp_node::{Backend, Node, NodeConfig, RunningNode};
-use iicp_testkit::support::{get_json, wait_until};
+use iicp_testkit::support::{get_json, wait_until, TempDir};
 use iicp_testkit::{BackendDouble, Flavor, Models};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,9 @@ pub struct Mesh {
     /// `http://127.0.0.1:PORT` of the gateway.
     pub base: String,
     pub http: reqwest::Client,
-    tmp: PathBuf,
+    /// Removed when the mesh is dropped (kept when the test failed); declared last, so after
+    /// the directory and nodes.
+    tmp: TempDir,
 }
 
 async fn start_node(directory_url: &str, tmp: &Path, i: usize) -> TestNode {
@@ -71,9 +73,11 @@ impl Mesh {
     }
 
     pub async fn start_with(nodes: usize, tweak: impl FnOnce(&mut GatewayConfig)) -> Mesh {
-        let tmp = std::env::temp_dir().join(format!("iicp-gateway-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&tmp).unwrap();
-        let mut dc = DirectoryConfig::new("127.0.0.1:0".parse().unwrap(), tmp.join("directory.db"));
+        let tmp = TempDir::new("gateway-test");
+        let mut dc = DirectoryConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            tmp.path().join("directory.db"),
+        );
         dc.dev = true;
         let directory = Directory::start(dc, Arc::new(SystemClock))
             .await
@@ -81,7 +85,7 @@ impl Mesh {
         let directory_url = format!("http://{}", directory.local_addr());
         let mut started = Vec::new();
         for i in 0..nodes {
-            started.push(start_node(&directory_url, &tmp, i).await);
+            started.push(start_node(&directory_url, tmp.path(), i).await);
         }
         let http = reqwest::Client::new();
         // The gateway's client caches discover answers: start it once every node is listed.
@@ -157,7 +161,7 @@ impl Mesh {
         if let Some(d) = self.directory.take() {
             d.shutdown().await;
         }
-        let _ = std::fs::remove_dir_all(&self.tmp);
+        // `self.tmp` goes with `self`, here.
     }
 }
 

@@ -6,7 +6,7 @@
 use iicp_directory::{Directory, DirectoryConfig, RunningDirectory};
 use iicp_node::backend::{AnthropicBackend, OllamaBackend, OpenAiBackend};
 use iicp_node::{Backend, Node, NodeConfig, RunningNode};
-use iicp_testkit::support::{get_text, wait_until};
+use iicp_testkit::support::{get_text, wait_until, TempDir};
 use iicp_testkit::{BackendDouble, Flavor, Models};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
@@ -25,11 +25,10 @@ pub const REPLY: &str = "hello world from tests hello";
 /// 4 prompt words + 5 reply words, as every double counts them.
 pub const TOKENS: u64 = 9;
 
-/// A fresh, empty directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("iicp-node-test-{tag}-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty directory under the system temp dir, removed when the guard is dropped
+/// (kept, and its path printed, when the test failed).
+pub fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new(&format!("node-test-{tag}"))
 }
 
 /// Chat, vision and embedding models per flavor (Anthropic serves no embeddings).
@@ -138,6 +137,9 @@ pub struct TestNode {
     pub base: String,
     pub state_dir: PathBuf,
     pub http: reqwest::Client,
+    /// The state directory when [`TestNode::start`] made it: removed with the node (declared
+    /// last, so it is dropped after the node).
+    tmp: Option<TempDir>,
 }
 
 /// The config every test starts from: loopback, ephemeral port, its own state dir.
@@ -146,10 +148,16 @@ pub fn node_config(state_dir: &Path) -> NodeConfig {
 }
 
 impl TestNode {
+    /// A node on a fresh state directory, which lives as long as the returned `TestNode`.
     pub async fn start(backend: Backend, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
-        Self::start_in(temp_dir("node"), backend, tweak).await
+        let tmp = temp_dir("node");
+        let mut node = Self::start_in(tmp.path().to_path_buf(), backend, tweak).await;
+        node.tmp = Some(tmp);
+        node
     }
 
+    /// A node on `state_dir`, which the caller keeps (e.g. another `TestNode`'s, to restart
+    /// on the same state: keep that `TestNode` alive until this one is done).
     pub async fn start_in(
         state_dir: PathBuf,
         backend: Backend,
@@ -166,6 +174,7 @@ impl TestNode {
             node: Some(node),
             state_dir,
             http: client(),
+            tmp: None,
         }
     }
 
@@ -260,14 +269,21 @@ pub struct TestDirectory {
     pub db: PathBuf,
     running: Option<RunningDirectory>,
     http: reqwest::Client,
+    /// The directory holding `db` when this made it: removed with it (declared last, so it is
+    /// dropped after the running directory), carried over by a restart that keeps the db.
+    tmp: Option<TempDir>,
 }
 
 impl TestDirectory {
     pub async fn start() -> TestDirectory {
-        let db = temp_dir("dir").join("directory.db");
-        Self::start_at("127.0.0.1:0".parse().unwrap(), db).await
+        let tmp = temp_dir("dir");
+        let db = tmp.path().join("directory.db");
+        let mut dir = Self::start_at("127.0.0.1:0".parse().unwrap(), db).await;
+        dir.tmp = Some(tmp);
+        dir
     }
 
+    /// A directory on `db`, whose folder the caller keeps.
     pub async fn start_at(listen: SocketAddr, db: PathBuf) -> TestDirectory {
         let mut config = DirectoryConfig::new(listen, db.clone());
         config.dev = true;
@@ -283,6 +299,7 @@ impl TestDirectory {
             db,
             running: Some(running),
             http: client(),
+            tmp: None,
         }
     }
 
@@ -299,12 +316,17 @@ impl TestDirectory {
     /// Stops and starts again on the same address, on the same database or an empty one.
     pub async fn restart(&mut self, keep_db: bool) {
         self.stop().await;
-        let db = if keep_db {
-            self.db.clone()
+        // The folder of the db in use moves to the restarted directory; a replaced one goes
+        // when the old value is dropped.
+        let (db, tmp) = if keep_db {
+            (self.db.clone(), self.tmp.take())
         } else {
-            temp_dir("dir-empty").join("directory.db")
+            let tmp = temp_dir("dir-empty");
+            (tmp.path().join("directory.db"), Some(tmp))
         };
-        *self = Self::start_at(self.addr, db).await;
+        let mut restarted = Self::start_at(self.addr, db).await;
+        restarted.tmp = tmp;
+        *self = restarted;
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
