@@ -3,8 +3,9 @@
 //! microseconds and merged at the end (exact percentiles, no bucketing).
 
 use crate::client::{Conn, Target};
-use serde_json::json;
-use std::sync::atomic::{AtomicU32, Ordering};
+use crate::cpu::{self, Watched};
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,11 +21,18 @@ pub trait Job: Send + Sync + 'static {
 
 /// How long to run: until the job has no next request, or for `warmup + duration`, recording
 /// only what starts after the warmup.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub concurrency: usize,
     pub warmup: Duration,
     pub duration: Option<Duration>,
+    /// At most this many requests in all (warm-up included).
+    pub requests: Option<u64>,
+    /// Processes whose CPU time over the measured window is reported (the generator itself, as
+    /// `gen`, and the whole machine's busy time, as `machine`, always are).
+    pub watch: Vec<Watched>,
+    /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`).
+    pub clk_tck: u32,
 }
 
 #[derive(Default)]
@@ -59,6 +67,9 @@ pub struct Summary {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// CPU seconds each watched process used over the measured window, by label (`None` when
+    /// it could not be read).
+    pub cpu: Vec<(String, Option<f64>)>,
 }
 
 fn round3(x: f64) -> f64 {
@@ -74,9 +85,10 @@ impl Summary {
         }
     }
 
-    /// The one-line JSON summary.
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({
+    /// The one-line JSON summary. Each watched process adds `cpu_<label>_s` (CPU seconds over
+    /// the measured window), `cpu_<label>_pct` (of one core) and `cpu_<label>_us_per_req`.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
             "name": self.name,
             "requests": self.requests,
             "errors": self.errors,
@@ -86,7 +98,34 @@ impl Summary {
             "p90_ms": round3(self.p90_ms),
             "p99_ms": round3(self.p99_ms),
             "max_ms": round3(self.max_ms),
-        })
+        });
+        if let Some(obj) = v.as_object_mut() {
+            self.cpu_fields(obj);
+        }
+        v
+    }
+
+    fn cpu_fields(&self, obj: &mut Map<String, Value>) {
+        for (label, secs) in &self.cpu {
+            let Some(secs) = *secs else {
+                obj.insert(format!("cpu_{label}_s"), Value::Null);
+                continue;
+            };
+            obj.insert(format!("cpu_{label}_s"), json!(round3(secs)));
+            let pct = if self.seconds > 0.0 {
+                (secs / self.seconds * 1000.0).round() / 10.0
+            } else {
+                0.0
+            };
+            obj.insert(format!("cpu_{label}_pct"), json!(pct));
+            if self.requests > 0 {
+                let us = secs * 1e6 / self.requests as f64;
+                obj.insert(
+                    format!("cpu_{label}_us_per_req"),
+                    json!((us * 10.0).round() / 10.0),
+                );
+            }
+        }
     }
 }
 
@@ -105,11 +144,26 @@ async fn connect(target: &Target) -> Result<Conn, String> {
         .map_err(|e| format!("connect {}: {e}", target.addr))
 }
 
+/// Requests left to send, when the run is bounded by a count.
+struct Budget(Option<AtomicU64>);
+
+impl Budget {
+    fn take(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+}
+
 async fn worker<J: Job>(
     target: Arc<Target>,
     job: Arc<J>,
     measure_from: Instant,
     until: Option<Instant>,
+    budget: Arc<Budget>,
 ) -> Recorder {
     let mut rec = Recorder::default();
     let mut buf = Vec::with_capacity(1024);
@@ -140,6 +194,9 @@ async fn worker<J: Job>(
                 }
             },
         };
+        if !budget.take() {
+            break;
+        }
         let Some(index) = job.next_index() else {
             break;
         };
@@ -187,12 +244,27 @@ async fn worker<J: Job>(
 /// Runs `job` with `plan` against `target` and summarises it as `name`.
 pub async fn run<J: Job>(name: &str, target: Target, job: Arc<J>, plan: Plan) -> Summary {
     let target = Arc::new(target);
+    let mut watched = vec![Watched::this_process(), Watched::machine()];
+    watched.extend(plan.watch.iter().cloned());
     let start = Instant::now();
     let measure_from = start + plan.warmup;
     let until = plan.duration.map(|d| measure_from + d);
+    let budget = Arc::new(Budget(plan.requests.map(AtomicU64::new)));
     let workers: Vec<_> = (0..plan.concurrency.max(1))
-        .map(|_| tokio::spawn(worker(target.clone(), job.clone(), measure_from, until)))
+        .map(|_| {
+            let w = worker(
+                target.clone(),
+                job.clone(),
+                measure_from,
+                until,
+                budget.clone(),
+            );
+            tokio::spawn(w)
+        })
         .collect();
+    // The window opens when the warmup ends (workers run meanwhile: this task only sleeps).
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_before = cpu::sample(&watched);
     let mut latencies = Vec::new();
     let mut errors = 0;
     for w in workers {
@@ -210,6 +282,19 @@ pub async fn run<J: Job>(name: &str, target: Target, job: Arc<J>, plan: Plan) ->
     let seconds = Instant::now()
         .saturating_duration_since(measure_from)
         .as_secs_f64();
+    let cpu_after = cpu::sample(&watched);
+    let hz = f64::from(plan.clk_tck.max(1));
+    let cpu = watched
+        .iter()
+        .zip(cpu_before.iter().zip(&cpu_after))
+        .map(|(w, (b, a))| {
+            let secs = match (b, a) {
+                (Some(b), Some(a)) => Some(a.saturating_sub(*b) as f64 / hz),
+                _ => None,
+            };
+            (w.label.clone(), secs)
+        })
+        .collect();
     latencies.sort_unstable();
     Summary {
         name: name.to_owned(),
@@ -220,6 +305,7 @@ pub async fn run<J: Job>(name: &str, target: Target, job: Arc<J>, plan: Plan) ->
         p90_ms: percentile_ms(&latencies, 0.90),
         p99_ms: percentile_ms(&latencies, 0.99),
         max_ms: latencies.last().map_or(0.0, |&us| f64::from(us) / 1000.0),
+        cpu,
     }
 }
 

@@ -120,7 +120,21 @@ async fn submit(State(state): State<Arc<NodeState>>, headers: HeaderMap, body: B
         stream(state, admitted).await
     } else {
         match task::execute(&state, admitted).await {
-            Ok(r) => json(StatusCode::OK, &r),
+            Ok(finished) => match finished.to_json() {
+                Ok(bytes) => (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    bytes,
+                )
+                    .into_response(),
+                Err(_) => iicp_server::error::ApiError::new(
+                    ErrorCode::InternalError,
+                    "response could not be encoded",
+                )
+                .into_response(),
+            },
             Err(e) => error_response(&e),
         }
     };
@@ -242,13 +256,15 @@ async fn stream(state: Arc<NodeState>, a: Admitted) -> Response {
                         finish_reason.as_deref(),
                         usage,
                     ),
+                    raw_result: None,
                     usage: usage.or(Some(Usage::default())).filter(|u| u.total() > 0),
                     model: s.admitted.model.clone(),
                 };
                 let r = task::finish(&s.state, &s.admitted, output, s.admitted.received.elapsed());
+                let done = r.to_json().unwrap_or_default();
                 Event::default()
                     .event("done")
-                    .data(serde_json::to_string(&r).unwrap_or_default())
+                    .data(String::from_utf8(done).unwrap_or_default())
             }
             other => {
                 s.done = true;

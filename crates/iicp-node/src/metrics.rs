@@ -12,13 +12,20 @@ const TASK_BUCKETS_MS: &[f64] = &[
     10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 30000.0,
 ];
 
-type Labels = (String, &'static str);
+/// What is counted per intent (series are keyed by intent first, so a task's intent is looked
+/// up as `&str` and copied only the first time it is seen).
+#[derive(Default)]
+struct PerIntent {
+    /// Tasks by (status, qos).
+    tasks: BTreeMap<(&'static str, &'static str), u64>,
+    /// Latency by qos.
+    latency: BTreeMap<&'static str, Arc<Histogram>>,
+    tokens: u64,
+}
 
 #[derive(Default)]
 pub struct NodeMetrics {
-    tasks: Mutex<BTreeMap<(&'static str, String, &'static str), u64>>,
-    latency: Mutex<BTreeMap<Labels, Arc<Histogram>>>,
-    tokens: Mutex<BTreeMap<String, u64>>,
+    intents: Mutex<BTreeMap<String, PerIntent>>,
     heartbeat_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -31,21 +38,20 @@ impl NodeMetrics {
         latency_us: u64,
         tokens: u64,
     ) {
-        *self
-            .tasks
-            .lock()
-            .entry((status, intent.to_owned(), qos))
-            .or_default() += 1;
-        let h = self
-            .latency
-            .lock()
-            .entry((intent.to_owned(), qos))
-            .or_insert_with(|| Arc::new(Histogram::new(TASK_BUCKETS_MS)))
-            .clone();
+        let h = {
+            let mut intents = self.intents.lock();
+            let per = match intents.get_mut(intent) {
+                Some(per) => per,
+                None => intents.entry(intent.to_owned()).or_default(),
+            };
+            *per.tasks.entry((status, qos)).or_default() += 1;
+            per.tokens += tokens;
+            per.latency
+                .entry(qos)
+                .or_insert_with(|| Arc::new(Histogram::new(TASK_BUCKETS_MS)))
+                .clone()
+        };
         h.observe_us(latency_us);
-        if tokens > 0 {
-            *self.tokens.lock().entry(intent.to_owned()).or_default() += tokens;
-        }
     }
 
     pub fn heartbeat_failure(&self, reason: &'static str) {
@@ -58,31 +64,41 @@ impl NodeMetrics {
             out,
             "# HELP iicp_tasks_total Tasks by outcome.\n# TYPE iicp_tasks_total counter"
         );
-        for ((status, intent, qos), n) in self.tasks.lock().iter() {
-            let _ = writeln!(
-                out,
-                "iicp_tasks_total{{status=\"{status}\",intent=\"{intent}\",qos=\"{qos}\"}} {n}"
-            );
+        let intents = self.intents.lock();
+        for (intent, per) in intents.iter() {
+            for ((status, qos), n) in &per.tasks {
+                let _ = writeln!(
+                    out,
+                    "iicp_tasks_total{{status=\"{status}\",intent=\"{intent}\",qos=\"{qos}\"}} {n}"
+                );
+            }
         }
         let _ = writeln!(
             out,
             "# HELP iicp_task_latency_ms Task latency from receipt to response.\n# TYPE iicp_task_latency_ms histogram"
         );
-        for ((intent, qos), h) in self.latency.lock().iter() {
-            h.render(
-                "iicp_task_latency_ms",
-                "",
-                &format!("intent=\"{intent}\",qos=\"{qos}\""),
-                &mut out,
-            );
+        for (intent, per) in intents.iter() {
+            for (qos, h) in &per.latency {
+                h.render(
+                    "iicp_task_latency_ms",
+                    "",
+                    &format!("intent=\"{intent}\",qos=\"{qos}\""),
+                    &mut out,
+                );
+            }
         }
         let _ = writeln!(
             out,
             "# HELP iicp_tokens_used_total Tokens used.\n# TYPE iicp_tokens_used_total counter"
         );
-        for (intent, n) in self.tokens.lock().iter() {
-            let _ = writeln!(out, "iicp_tokens_used_total{{intent=\"{intent}\"}} {n}");
+        for (intent, per) in intents.iter().filter(|(_, per)| per.tokens > 0) {
+            let _ = writeln!(
+                out,
+                "iicp_tokens_used_total{{intent=\"{intent}\"}} {}",
+                per.tokens
+            );
         }
+        drop(intents);
         let _ = writeln!(
             out,
             "# HELP iicp_heartbeat_failures_total Heartbeats that failed, by reason.\n# TYPE iicp_heartbeat_failures_total counter"

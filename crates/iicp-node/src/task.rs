@@ -148,7 +148,7 @@ fn asks_for_tools(task: &TaskRequest, payload: &Value) -> bool {
 }
 
 pub async fn admit(state: &Arc<NodeState>, incoming: Incoming<'_>) -> Result<Admitted, TaskError> {
-    let task = TaskRequest::from_slice(incoming.body)?;
+    let mut task = TaskRequest::from_slice(incoming.body)?;
     let id = task.task_id;
     let fail = |e: TaskError| {
         let mut e = e;
@@ -195,7 +195,8 @@ pub async fn admit(state: &Arc<NodeState>, incoming: Incoming<'_>) -> Result<Adm
             return Err(replayed_nonce());
         }
     }
-    let plaintext = task.payload.clone().unwrap_or(Value::Null);
+    // Moved out, not copied: from here on the payload lives in `Admitted::payload`.
+    let plaintext = task.payload.take().unwrap_or(Value::Null);
     // The tool gate and the model choice read the payload; for an encrypted one they run
     // again once it is readable (below).
     let tool_gate = |payload: &Value| {
@@ -309,8 +310,44 @@ pub fn backend_failure(e: &BackendError) -> (ErrorCode, &'static str) {
     }
 }
 
+/// A success RESPONSE, ready to send.
+pub struct Finished {
+    pub response: TaskResponse,
+    /// The backend's result exactly as it came (a JSON object), sent in the place of
+    /// `response.result`, which is then `None`.
+    pub raw_result: Option<Vec<u8>>,
+}
+
+impl Finished {
+    /// The RESPONSE as JSON.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut bytes = serde_json::to_vec(&self.response)?;
+        let Some(raw) = &self.raw_result else {
+            return Ok(bytes);
+        };
+        // `"result":null` at the top level, before any nested object: the envelope's own.
+        const FIELD: &[u8] = b"\"result\":null";
+        let at = bytes
+            .windows(FIELD.len())
+            .position(|w| w == FIELD)
+            .filter(|&at| !bytes[1..at].contains(&b'{'));
+        match at {
+            Some(at) => {
+                let null = at + FIELD.len() - 4;
+                bytes.splice(null..null + 4, raw.iter().copied());
+                Ok(bytes)
+            }
+            None => {
+                let mut response = self.response.clone();
+                response.result = Some(serde_json::from_slice(raw)?);
+                serde_json::to_vec(&response)
+            }
+        }
+    }
+}
+
 /// Runs an admitted, non-streaming task to its RESPONSE.
-pub async fn execute(state: &Arc<NodeState>, a: Admitted) -> Result<TaskResponse, TaskError> {
+pub async fn execute(state: &Arc<NodeState>, a: Admitted) -> Result<Finished, TaskError> {
     let call = async {
         if a.is_embedding() {
             state.backend.embed(&a.model, &a.payload, &a.ctx).await
@@ -338,10 +375,20 @@ pub async fn execute(state: &Arc<NodeState>, a: Admitted) -> Result<TaskResponse
 }
 
 /// Builds the success RESPONSE and books the outcome.
-pub fn finish(state: &NodeState, a: &Admitted, output: Output, latency: Duration) -> TaskResponse {
+pub fn finish(state: &NodeState, a: &Admitted, output: Output, latency: Duration) -> Finished {
     let ms = latency.as_millis() as u64;
     let tokens = output.usage.map(|u| u.total());
-    let mut response = TaskResponse::success(a.task.task_id, output.result, ms);
+    let mut raw_result = output.raw_result;
+    let mut result = output.result;
+    if let (Some(_), Some(raw)) = (&a.respond_encrypted, &raw_result) {
+        // A sealed result is encrypted from its parsed form, as any other.
+        result = serde_json::from_slice(raw).unwrap_or_default();
+        raw_result = None;
+    }
+    let mut response = TaskResponse::success(a.task.task_id, result, ms);
+    if raw_result.is_some() {
+        response.result = None;
+    }
     response.metrics.tokens_used = tokens;
     response.model_used = Some(output.model);
     if let Some(sealer) = &a.respond_encrypted {
@@ -351,7 +398,10 @@ pub fn finish(state: &NodeState, a: &Admitted, output: Output, latency: Duration
             .insert("iicp_conf_resp".into(), sealer.seal(&a.task, &result));
     }
     book(state, a, "success", latency, tokens.unwrap_or(0));
-    response
+    Finished {
+        response,
+        raw_result,
+    }
 }
 
 /// Books a failed execution and builds its error.
@@ -392,4 +442,40 @@ fn book(state: &NodeState, a: &Admitted, status: &'static str, latency: Duration
         latency.as_micros() as u64,
         tokens,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn finished(raw: Option<&str>) -> Finished {
+        let mut response = TaskResponse::success(Uuid::nil(), Value::Null, 12);
+        response.model_used = Some("m".into());
+        response.result = raw.is_none().then(|| json!({"choices": []}));
+        Finished {
+            response,
+            raw_result: raw.map(|r| r.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn a_raw_result_takes_the_place_of_the_envelopes_result() {
+        let raw = r#"{"choices":[{"message":{"content":"hi"}}],"x":{"result":null}}"#;
+        let sent: Value = serde_json::from_slice(&finished(Some(raw)).to_json().unwrap()).unwrap();
+        let mut expected = serde_json::to_value(&finished(None).response).unwrap();
+        expected["result"] = serde_json::from_str(raw).unwrap();
+        assert_eq!(sent, expected);
+        assert_eq!(sent["status"], "success");
+        assert_eq!(sent["model_used"], "m");
+    }
+
+    #[test]
+    fn without_a_raw_result_the_envelope_is_sent_as_it_is() {
+        let f = finished(None);
+        assert_eq!(
+            f.to_json().unwrap(),
+            serde_json::to_vec(&f.response).unwrap()
+        );
+    }
 }

@@ -157,6 +157,7 @@ impl AnthropicBackend {
         let reason = finish_reason(v.get("stop_reason").and_then(Value::as_str));
         Ok(Output {
             result: completion(model, &text, Some(reason), usage),
+            raw_result: None,
             usage,
             model: model.to_owned(),
         })

@@ -5,6 +5,7 @@
 //! client per backend.
 
 mod anthropic;
+mod h1;
 mod ollama;
 mod openai;
 
@@ -90,6 +91,17 @@ impl CallContext {
         }
         req
     }
+
+    /// The same headers as (name, value) pairs.
+    fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("traceparent", &self.traceparent),
+            ("tracestate", &self.tracestate),
+            ("x-iicp-trace-id", &self.trace_id),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.as_deref()?)))
+    }
 }
 
 /// Token counts of one call.
@@ -117,6 +129,10 @@ impl Usage {
 #[derive(Debug, Clone)]
 pub struct Output {
     pub result: Value,
+    /// The result exactly as the backend sent it (checked to be a JSON object), when it is
+    /// passed on unchanged; `result` is then `Null`. Spares parsing it into a tree and writing
+    /// that tree out again.
+    pub raw_result: Option<Vec<u8>>,
     pub usage: Option<Usage>,
     pub model: String,
 }
@@ -153,12 +169,15 @@ pub(crate) async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Respon
     }
     // Read (and bound) the body so the connection can be reused; its text is not passed on.
     let body = resp.text().await.unwrap_or_default();
-    if status.as_u16() == 404 && body.contains("not found") && body.contains("model") {
-        return Err(BackendError::ModelNotFound);
+    Err(status_error(status.as_u16(), &body))
+}
+
+/// The failure a non-2xx answer with this body stands for.
+pub(crate) fn status_error(status: u16, body: &str) -> BackendError {
+    if status == 404 && body.contains("not found") && body.contains("model") {
+        return BackendError::ModelNotFound;
     }
-    Err(BackendError::Status {
-        status: status.as_u16(),
-    })
+    BackendError::Status { status }
 }
 
 /// A configured backend.

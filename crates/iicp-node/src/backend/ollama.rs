@@ -199,6 +199,7 @@ impl OllamaBackend {
         }
         Ok(Output {
             result,
+            raw_result: None,
             usage,
             model: model.to_owned(),
         })
@@ -285,6 +286,7 @@ impl OllamaBackend {
                 "model": model,
                 "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
             }),
+            raw_result: None,
             usage: Some(Usage {
                 prompt_tokens: prompt,
                 completion_tokens: 0,

@@ -1,20 +1,35 @@
 //! OpenAI-compatible servers: llama.cpp `llama-server`, vLLM, LM Studio and the like.
 //! `/v1/models`, `/v1/chat/completions` (plain and SSE), `/v1/embeddings`.
 
+use super::h1::H1;
 use super::{send, BackendError, CallContext, ChatStream, ModelInfo, Output, StreamEvent, Usage};
 use futures_util::StreamExt;
 use iicp_stream::lines;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
+use std::fmt;
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct OpenAiBackend {
     base: String,
+    /// `{base}/v1/chat/completions` and `{base}/v1/embeddings`, parsed once (`None` when the
+    /// base is not a URL: each call then fails the way the unparsed URL does).
+    chat_url: Option<reqwest::Url>,
+    embeddings_url: Option<reqwest::Url>,
     api_key: Option<String>,
     http: reqwest::Client,
+    /// Whole-JSON calls (chat, embeddings) to a backend on this machine over plain HTTP.
+    lean: Option<Arc<H1>>,
 }
 
 fn usage_of(v: &Value) -> Option<Usage> {
-    let u = v.get("usage")?;
+    usage_in(v.get("usage")?)
+}
+
+/// Token counts from a `usage` object (no `prompt_tokens`: none).
+fn usage_in(u: &Value) -> Option<Usage> {
     Some(Usage {
         prompt_tokens: u.get("prompt_tokens")?.as_u64().unwrap_or(0),
         completion_tokens: u
@@ -25,34 +40,98 @@ fn usage_of(v: &Value) -> Option<Usage> {
 }
 
 /// The payload as the backend's request: every field passes through (tools, response_format,
-/// sampling options), with the model and streaming mode set by the node.
-fn request_body(payload: &Value, model: &str, stream: bool) -> Value {
-    let mut body = payload.as_object().cloned().unwrap_or_default();
-    body.insert("model".into(), json!(model));
-    body.insert("stream".into(), json!(stream));
-    if stream {
-        body.insert("stream_options".into(), json!({"include_usage": true}));
-    } else {
-        body.remove("stream_options");
+/// sampling options), with the model and streaming mode set by the node. Serialized straight
+/// from the borrowed payload (no copy of it is made).
+struct RequestBody<'a> {
+    payload: &'a Value,
+    model: &'a str,
+    stream: bool,
+}
+
+fn request_body<'a>(payload: &'a Value, model: &'a str, stream: bool) -> RequestBody<'a> {
+    RequestBody {
+        payload,
+        model,
+        stream,
     }
-    Value::Object(body)
+}
+
+impl Serialize for RequestBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(fields) = self.payload.as_object() {
+            for (key, value) in fields {
+                if !matches!(key.as_str(), "model" | "stream" | "stream_options") {
+                    map.serialize_entry(key, value)?;
+                }
+            }
+        }
+        map.serialize_entry("model", self.model)?;
+        map.serialize_entry("stream", &self.stream)?;
+        if self.stream {
+            map.serialize_entry("stream_options", &json!({"include_usage": true}))?;
+        }
+        map.end()
+    }
 }
 
 impl OpenAiBackend {
     pub fn new(base: &str, api_key: Option<String>) -> Self {
+        let base = base.trim_end_matches('/').to_owned();
+        let url = |path: &str| reqwest::Url::parse(&format!("{base}{path}")).ok();
+        let chat_url = url("/v1/chat/completions");
         OpenAiBackend {
-            base: base.trim_end_matches('/').to_owned(),
+            lean: chat_url.as_ref().and_then(H1::for_url).map(Arc::new),
+            chat_url,
+            embeddings_url: url("/v1/embeddings"),
+            base,
             api_key,
             http: super::http_client(),
         }
+    }
+
+    /// POSTs `body` to `url` and reads a successful answer's body: through the lean client when
+    /// the backend is local plain HTTP, else through reqwest.
+    async fn call<T: Serialize>(
+        &self,
+        url: &Option<reqwest::Url>,
+        path: &str,
+        ctx: &CallContext,
+        body: &T,
+    ) -> Result<Vec<u8>, BackendError> {
+        let (Some(h1), Some(url)) = (&self.lean, url) else {
+            let req = self.post(url, path, ctx).json(body);
+            return Ok(send(req).await?.bytes().await?.to_vec());
+        };
+        let body = serde_json::to_vec(body).map_err(|e| BackendError::Decode(e.to_string()))?;
+        let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        let mut headers: Vec<(&str, &str)> = ctx.headers().collect();
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth));
+        }
+        let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        let reply = h1.post_json(target, &headers, &body).await?;
+        if !(200..300).contains(&reply.status) {
+            let text = String::from_utf8_lossy(&reply.body);
+            return Err(super::status_error(reply.status, &text));
+        }
+        Ok(reply.body)
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
-    fn post(&self, path: &str, ctx: &CallContext) -> reqwest::RequestBuilder {
-        let mut req = self.http.post(format!("{}{path}", self.base));
+    fn post(
+        &self,
+        url: &Option<reqwest::Url>,
+        path: &str,
+        ctx: &CallContext,
+    ) -> reqwest::RequestBuilder {
+        let mut req = match url {
+            Some(url) => self.http.post(url.clone()),
+            None => self.http.post(format!("{}{path}", self.base)),
+        };
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k);
         }
@@ -85,23 +164,24 @@ impl OpenAiBackend {
         payload: &Value,
         ctx: &CallContext,
     ) -> Result<Output, BackendError> {
-        let req = self
-            .post("/v1/chat/completions", ctx)
-            .json(&request_body(payload, model, false));
-        let v: Value = send(req).await?.json().await?;
-        if v.get("choices").and_then(Value::as_array).is_none() {
+        let body = request_body(payload, model, false);
+        let answer = self
+            .call(&self.chat_url, "/v1/chat/completions", ctx, &body)
+            .await?;
+        // The completion is the result as it came: only what the node needs is read from it.
+        let text = std::str::from_utf8(&answer).map_err(|e| BackendError::Decode(e.to_string()))?;
+        let peek: Peek =
+            serde_json::from_str(text).map_err(|e| BackendError::Decode(e.to_string()))?;
+        if !peek.choices {
             return Err(BackendError::Decode(
                 "chat completion without choices".into(),
             ));
         }
         Ok(Output {
-            usage: usage_of(&v),
-            model: v
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or(model)
-                .to_owned(),
-            result: v,
+            usage: peek.usage.as_ref().and_then(usage_in),
+            model: peek.model.unwrap_or_else(|| model.to_owned()),
+            result: Value::Null,
+            raw_result: Some(answer),
         })
     }
 
@@ -112,7 +192,7 @@ impl OpenAiBackend {
         ctx: &CallContext,
     ) -> Result<ChatStream, BackendError> {
         let req = self
-            .post("/v1/chat/completions", ctx)
+            .post(&self.chat_url, "/v1/chat/completions", ctx)
             .json(&request_body(payload, model, true));
         let resp = send(req).await?;
         let mut finish_reason: Option<String> = None;
@@ -162,8 +242,11 @@ impl OpenAiBackend {
     ) -> Result<Output, BackendError> {
         let mut body = payload.as_object().cloned().unwrap_or_default();
         body.insert("model".into(), json!(model));
-        let req = self.post("/v1/embeddings", ctx).json(&body);
-        let v: Value = send(req).await?.json().await?;
+        let answer = self
+            .call(&self.embeddings_url, "/v1/embeddings", ctx, &body)
+            .await?;
+        let v: Value =
+            serde_json::from_slice(&answer).map_err(|e| BackendError::Decode(e.to_string()))?;
         if v.get("data").and_then(Value::as_array).is_none() {
             return Err(BackendError::Decode("embeddings without data".into()));
         }
@@ -175,6 +258,152 @@ impl OpenAiBackend {
                 .unwrap_or(model)
                 .to_owned(),
             result: v,
+            raw_result: None,
         })
+    }
+}
+
+/// What the node reads from a chat completion it passes on unchanged: whether `choices` is an
+/// array, a string `model`, and `usage`. Everything else is checked to be JSON and skipped
+/// without being stored. A repeated key counts once, the last time, as in a parsed `Value`.
+#[derive(Default)]
+struct Peek {
+    choices: bool,
+    model: Option<String>,
+    usage: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Peek {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Peek, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Choices,
+            Model,
+            Usage,
+            #[serde(other)]
+            Other,
+        }
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Peek;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a chat completion object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Peek, A::Error> {
+                let mut peek = Peek::default();
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Choices => peek.choices = map.next_value::<IsArray>()?.0,
+                        Field::Model => {
+                            peek.model = match map.next_value::<Value>()? {
+                                Value::String(s) => Some(s),
+                                _ => None,
+                            }
+                        }
+                        Field::Usage => peek.usage = Some(map.next_value()?),
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(peek)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// Any JSON value, skipped; true when it was an array.
+struct IsArray(bool);
+
+impl<'de> Deserialize<'de> for IsArray {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IsArray, D::Error> {
+        struct Kind;
+        impl<'de> Visitor<'de> for Kind {
+            type Value = IsArray;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IsArray, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IsArray(true))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsArray, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(IsArray(false))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_unit<E>(self) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+        }
+        d.deserialize_any(Kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peek(s: &str) -> Result<Peek, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+
+    #[test]
+    fn a_completion_is_read_as_a_parsed_value_would_be() {
+        let p = peek(
+            r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"model":"m",
+                "usage":{"prompt_tokens":3,"completion_tokens":2},"extra":{"a":[1,2.5,null]}}"#,
+        )
+        .unwrap();
+        assert!(p.choices);
+        assert_eq!(p.model.as_deref(), Some("m"));
+        assert_eq!(
+            p.usage.as_ref().and_then(usage_in),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2
+            })
+        );
+        let p = peek(r#"{"choices":{"0":1},"model":7,"usage":"n/a"}"#).unwrap();
+        assert!(!p.choices && p.model.is_none());
+        assert_eq!(p.usage.as_ref().and_then(usage_in), None);
+        assert!(!peek(r#"{"model":"m"}"#).unwrap().choices);
+        assert!(peek(r#"{"choices":[1}"#).is_err());
+        assert!(peek(r#"{"choices":[]} trailing"#).is_err());
+        assert!(peek("[1,2]").is_err());
+        assert!(
+            peek("{\"choices\":[],\"x\":\"a\u{1}b\"}").is_err(),
+            "raw control character"
+        );
+    }
+
+    #[test]
+    fn the_backend_request_carries_the_payload_and_the_nodes_settings() {
+        let payload = json!({"messages": [], "model": "theirs", "stream": true,
+            "stream_options": {"x": 1}, "temperature": 0.5});
+        let plain: Value = serde_json::to_value(request_body(&payload, "ours", false)).unwrap();
+        assert_eq!(
+            plain,
+            json!({"messages": [], "model": "ours", "stream": false, "temperature": 0.5})
+        );
+        let streamed: Value = serde_json::to_value(request_body(&payload, "ours", true)).unwrap();
+        assert_eq!(streamed["stream_options"], json!({"include_usage": true}));
+        assert_eq!(streamed["stream"], json!(true));
     }
 }
