@@ -6,11 +6,6 @@
 
 mod commands;
 
-// A node or gateway allocates and frees small buffers for every task; glibc's malloc was a
-// fifth of the node's CPU per task in bench/node.sh, mimalloc roughly halves that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
