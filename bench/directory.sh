@@ -20,6 +20,7 @@
 #   CARGO_TARGET_DIR                  where the release binaries are (default ./target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 REGISTER_NODES=${BENCH_REGISTER_NODES:-5000}
 REGISTER_CONCURRENCY=${BENCH_REGISTER_CONCURRENCY:-64}
@@ -30,37 +31,6 @@ RSS_NODES=${BENCH_RSS_NODES:-100000}
 SKIP_RSS=${BENCH_SKIP_RSS:-0}
 DISCOVER_NODES=50
 CHAT=urn:iicp:intent:llm:chat:v1
-
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-IICP="$TARGET_DIR/release/iicp"
-BENCH="$TARGET_DIR/release/iicp-bench"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/iicp-bench.XXXXXX")
-PIDS=()
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
-    echo "work directory kept: $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-say() { printf '\n== %s\n' "$*" >&2; }
-
-# field JSON KEY: a scalar field of a one-line JSON object.
-field() {
-  sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$1"
-}
 
 # CPU seconds (user + system) a process has used so far.
 cpu_seconds() {
@@ -80,10 +50,6 @@ children_cpu() {
     }
     printf "%.2f", t
   }' >"$WORK/cpu"
-}
-
-rss_mb() {
-  awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +175,6 @@ if [[ "$SKIP_RSS" != 1 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-pass() { awk "BEGIN { exit !($1) }" && echo PASS || echo MISS; }
 
 row() {
   local name=$1 target=$2 ok=$3 line=${RESULT[$1]:-}
