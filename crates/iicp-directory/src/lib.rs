@@ -80,16 +80,13 @@ impl Directory {
         let mut store = store::SqliteStore::open(&config.db_path)?;
         let nodes = store::Store::load(&mut store)?;
         let key = signing::load_or_create(&config.signing_key_path())?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, local_addr) =
+            iicp_server::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         if config.dev {
             tracing::warn!(
                 "DEV MODE: loopback and private node endpoints are accepted and node TLS \

@@ -126,16 +126,13 @@ impl Gateway {
     /// Binds `config.listen` and serves. The client is built once here and shared by every
     /// request.
     pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, local_addr) =
+            iicp_server::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let client = Client::new(config.client.clone());
         let app = router(client, &config);
         let (stop, mut stopped) = watch::channel(false);

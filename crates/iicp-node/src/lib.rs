@@ -75,16 +75,13 @@ impl Node {
         {
             return Err(StartError::TokenModeWithoutToken);
         }
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, local_addr) =
+            iicp_server::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let public_url = config
             .public_url
             .as_ref()

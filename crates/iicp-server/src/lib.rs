@@ -5,6 +5,7 @@
 //!   below the handlers (404, 405, 413, …) via [`error::envelope_errors`].
 //! - [`prometheus`]: a lock-free histogram rendered in text format 0.0.4.
 //! - [`clock`]: injected wall-clock time, so expiry and windows are testable.
+//! - [`bind`]: a listener and the address it got (port 0 picks a free one).
 #![forbid(unsafe_code)]
 
 pub mod clock;
@@ -12,3 +13,13 @@ pub mod error;
 pub mod prometheus;
 
 pub use error::ApiError;
+
+/// Binds a TCP listener on `addr` and returns it with the address it actually got, which
+/// differs from `addr` when the port is 0.
+pub async fn bind(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
