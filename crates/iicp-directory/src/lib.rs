@@ -48,11 +48,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Key(#[from] signing::KeyError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] iicp_server::BindError),
     #[error("--dev-resolve needs --dev: host overrides are a local testing aid")]
     OverrideWithoutDev,
 }
@@ -80,13 +77,7 @@ impl Directory {
         let mut store = store::SqliteStore::open(&config.db_path)?;
         let nodes = store::Store::load(&mut store)?;
         let key = signing::load_or_create(&config.signing_key_path())?;
-        let (listener, local_addr) =
-            iicp_server::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let (listener, local_addr) = iicp_server::bind(config.listen).await?;
         if config.dev {
             tracing::warn!(
                 "DEV MODE: loopback and private node endpoints are accepted and node TLS \

@@ -73,11 +73,8 @@ impl GatewayConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] iicp_server::BindError),
 }
 
 /// What every handler shares: the one client and the call settings.
@@ -126,13 +123,7 @@ impl Gateway {
     /// Binds `config.listen` and serves. The client is built once here and shared by every
     /// request.
     pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
-        let (listener, local_addr) =
-            iicp_server::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let (listener, local_addr) = iicp_server::bind(config.listen).await?;
         let client = Client::new(config.client.clone());
         let app = router(client, &config);
         let (stop, mut stopped) = watch::channel(false);

@@ -42,11 +42,8 @@ use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] iicp_server::BindError),
     #[error("cannot use the state directory: {0}")]
     State(std::io::Error),
     #[error("--auth token needs a directory (which issues the token) or a local token")]
@@ -75,13 +72,7 @@ impl Node {
         {
             return Err(StartError::TokenModeWithoutToken);
         }
-        let (listener, local_addr) =
-            iicp_server::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let (listener, local_addr) = iicp_server::bind(config.listen).await?;
         let public_url = config
             .public_url
             .as_ref()

@@ -14,12 +14,24 @@ pub mod prometheus;
 
 pub use error::ApiError;
 
+/// A listener could not be bound; every server's `StartError` carries it, so callers such as
+/// `iicp up` can tell a busy port from any other failure.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: std::net::SocketAddr,
+    pub source: std::io::Error,
+}
+
 /// Binds a TCP listener on `addr` and returns it with the address it actually got, which
 /// differs from `addr` when the port is 0.
 pub async fn bind(
     addr: std::net::SocketAddr,
-) -> std::io::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    Ok((listener, local))
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), BindError> {
+    let bound = async {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    };
+    bound.await.map_err(|source| BindError { addr, source })
 }

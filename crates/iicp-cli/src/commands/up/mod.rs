@@ -237,8 +237,8 @@ async fn start(plan: Plan) -> Result<Mesh, String> {
     let db = plan.directory.db_path.clone();
     let directory = match Directory::start(plan.directory, Arc::new(SystemClock)).await {
         Ok(d) => d,
-        Err(iicp_directory::StartError::Bind { addr, source }) => {
-            return Err(cannot_listen(Role::Directory, addr, source).await)
+        Err(iicp_directory::StartError::Bind(e)) => {
+            return Err(cannot_listen(Role::Directory, e.addr, e.source).await)
         }
         Err(e) => return Err(format!("cannot start the directory: {e}")),
     };
@@ -271,8 +271,8 @@ async fn start(plan: Plan) -> Result<Mesh, String> {
         Ok(g) => g,
         Err(e) => {
             let message = match e {
-                iicp_gateway::StartError::Bind { addr, source } => {
-                    cannot_listen(Role::Gateway, addr, source).await
+                iicp_gateway::StartError::Bind(e) => {
+                    cannot_listen(Role::Gateway, e.addr, e.source).await
                 }
             };
             if let Some(n) = node {
@@ -359,8 +359,8 @@ async fn start_node(
     config.directory = Some(directory_url.clone());
     let node = match Node::start(config, backend, Arc::new(SystemClock)).await {
         Ok(n) => n,
-        Err(iicp_node::StartError::Bind { addr, source }) => {
-            return Err(cannot_listen(Role::Node, addr, source).await)
+        Err(iicp_node::StartError::Bind(e)) => {
+            return Err(cannot_listen(Role::Node, e.addr, e.source).await)
         }
         Err(e) => return Err(format!("cannot start the node: {e}")),
     };
