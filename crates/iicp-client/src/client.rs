@@ -13,7 +13,7 @@ use crate::error::ClientError;
 use crate::health::{Health, InFlight};
 use crate::rng::Rng;
 use crate::select::{self, Requirements};
-use crate::transport::{Request, Reqwest, SendError, Transport};
+use crate::transport::{Http, Request, SendError, Transport};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use iicp_proto::registry::{RiskPolicy, RiskTaxonomy};
@@ -149,7 +149,12 @@ struct Inner {
     health: Health,
     rng: Mutex<Rng>,
     consumer_tokens: Mutex<HashMap<(String, String), (Instant, String)>>,
+    /// [`checked_intent`] by intent string: the answer never changes within a process.
+    intents: Mutex<HashMap<String, Result<Intent, ClientError>>>,
 }
+
+/// Intents whose check is remembered; past this many the memory is cleared and rebuilt.
+const MAX_INTENTS: usize = 256;
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -163,7 +168,7 @@ fn traceparent(trace_id: &str) -> String {
 
 impl Client {
     pub fn new(config: ClientConfig) -> Client {
-        Client::with_transport(config, Arc::new(Reqwest::new()))
+        Client::with_transport(config, Arc::new(Http::new()))
     }
 
     /// A client whose every HTTP exchange goes through `transport`.
@@ -177,6 +182,7 @@ impl Client {
                 health: Health::default(),
                 rng: Mutex::new(rng),
                 consumer_tokens: Mutex::new(HashMap::new()),
+                intents: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -188,7 +194,7 @@ impl Client {
         model: Option<&str>,
         modality: Option<&str>,
     ) -> Result<Vec<select::Candidate>, ClientError> {
-        let intent = checked_intent(intent)?;
+        let intent = self.checked_intent(intent)?;
         let snap = self
             .inner
             .directory
@@ -228,7 +234,7 @@ impl Client {
 
     async fn run(&self, call: &Call, stream: bool) -> Result<Ran, ClientError> {
         // Checked before anything is sent: a prohibited intent never leaves the process.
-        let intent = checked_intent(&call.intent)?;
+        let intent = self.checked_intent(&call.intent)?;
         let snap = self
             .inner
             .directory
@@ -348,6 +354,20 @@ impl Client {
             Some(_) if all_timed_out => Err(ClientError::Timeout { attempts }),
             Some(last) => Err(ClientError::NoAvailableNode { attempts, last }),
         }
+    }
+
+    /// [`checked_intent`], remembered per intent string.
+    fn checked_intent(&self, intent: &str) -> Result<Intent, ClientError> {
+        let mut known = self.inner.intents.lock();
+        if let Some(answer) = known.get(intent) {
+            return answer.clone();
+        }
+        let answer = checked_intent(intent);
+        if known.len() >= MAX_INTENTS {
+            known.clear();
+        }
+        known.insert(intent.to_owned(), answer.clone());
+        answer
     }
 
     fn failed(&self, in_flight: InFlight<'_>) {

@@ -203,6 +203,11 @@ impl Directory {
         model: Option<&str>,
         modality: Option<&str>,
     ) -> Result<Arc<Snapshot>, ClientError> {
+        // The cache key is built without the URL: a hit is the common case.
+        let key = format!("{intent}\0{model:?}\0{modality:?}");
+        if let Some(snap) = recall(&self.cache, &key) {
+            return Ok(snap);
+        }
         let view = if self.use_tickets {
             "public"
         } else {
@@ -222,11 +227,7 @@ impl Directory {
                 q.append_pair("modality", m);
             }
         }
-        let key = url.to_string();
-        if let Some(snap) = recall(&self.cache, &key) {
-            return Ok(snap);
-        }
-        match self.fetch_snapshot(&key).await {
+        match self.fetch_snapshot(url.as_str()).await {
             Ok((snapshot, age)) => {
                 if !age.is_zero() {
                     remember(

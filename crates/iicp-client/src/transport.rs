@@ -1,6 +1,8 @@
 //! The one seam between the client and the network: every HTTP exchange (discover, tickets,
-//! consumer tokens, CALLs) goes through a [`Transport`]. Production uses [`Reqwest`]; the
-//! crate's tests use a scripted in-memory transport (`crate::testing`).
+//! consumer tokens, CALLs) goes through a [`Transport`]. Production uses [`Http`]: whole-JSON
+//! `POST`s to a node on this machine go through the lean client of `iicp_h1` (no task hop, no
+//! URL parse per call), everything else through one pooled reqwest client. The crate's tests
+//! use a scripted in-memory transport (`crate::testing`).
 //!
 //! Why a seam and not only loopback servers: the retry, breaker and cache tests run on paused
 //! tokio time, and a paused runtime jumps its clock to the next timer whenever it has nothing to
@@ -13,9 +15,16 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
+use iicp_h1::H1;
+use parking_lot::Mutex;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Origins remembered as local or not; past this many the memory is cleared and rebuilt.
+const MAX_ORIGINS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
@@ -133,7 +142,86 @@ pub(crate) trait Transport: Send + Sync + 'static {
     fn send(&self, req: Request) -> BoxFuture<'static, Result<Response, SendError>>;
 }
 
-/// The production transport: one pooled reqwest client.
+/// The production transport: the lean client for whole-JSON `POST`s to loopback origins
+/// (answers read whole), reqwest for the rest (streams, GETs, TLS, remote nodes).
+pub(crate) struct Http {
+    reqwest: Reqwest,
+    /// By `host:port`: that origin's lean client, or `None` when it is not on this machine.
+    origins: Mutex<HashMap<String, Option<Arc<H1>>>>,
+}
+
+impl Http {
+    pub fn new() -> Http {
+        Http {
+            reqwest: Reqwest::new(),
+            origins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lean client and request target for `req`, when it qualifies.
+    fn lean_route(&self, req: &Request) -> Option<(Arc<H1>, String)> {
+        let streamed = req
+            .headers
+            .iter()
+            .any(|(name, value)| *name == "accept" && value.contains("event-stream"));
+        if req.method != Method::Post || req.body.is_none() || streamed {
+            return None;
+        }
+        let rest = req.url.strip_prefix("http://")?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(end);
+        // reqwest would percent-encode anything else; such URLs take that road.
+        if target.starts_with('#') || !target.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let target = match target.strip_prefix('/') {
+            Some(_) => target.to_owned(),
+            None => format!("/{target}"),
+        };
+        let mut origins = self.origins.lock();
+        let h1 = match origins.get(authority) {
+            Some(known) => known.clone(),
+            None => {
+                let h1 = url::Url::parse(&format!("http://{authority}/"))
+                    .ok()
+                    .and_then(|url| H1::for_url(&url))
+                    .map(Arc::new);
+                if origins.len() >= MAX_ORIGINS {
+                    origins.clear();
+                }
+                origins.insert(authority.to_owned(), h1.clone());
+                h1
+            }
+        };
+        Some((h1?, target))
+    }
+}
+
+impl Transport for Http {
+    fn send(&self, req: Request) -> BoxFuture<'static, Result<Response, SendError>> {
+        let Some((h1, target)) = self.lean_route(&req) else {
+            return self.reqwest.send(req);
+        };
+        Box::pin(async move {
+            let headers: Vec<(&str, &str)> =
+                req.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let body = req.body.as_deref().unwrap_or_default();
+            let call = h1.post_json(&target, &headers, body);
+            let reply = match req.timeout {
+                Some(limit) => tokio::time::timeout(limit, call)
+                    .await
+                    .map_err(|_| SendError::TimedOut)?,
+                None => call.await,
+            }
+            .map_err(|e| SendError::Failed(e.to_string()))?;
+            let body = Bytes::from(reply.body);
+            let body = futures_util::stream::once(async move { Ok(body) }).boxed();
+            Ok(Response::new(reply.status, reply.headers, body))
+        })
+    }
+}
+
+/// One pooled reqwest client.
 pub(crate) struct Reqwest(reqwest::Client);
 
 impl Reqwest {
@@ -187,5 +275,58 @@ impl Transport for Reqwest {
                 resp.bytes_stream().map_err(send_error).boxed(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(http: &Http, req: Request) -> Option<String> {
+        http.lean_route(&req).map(|(_, target)| target)
+    }
+
+    #[test]
+    fn only_whole_json_posts_to_this_machine_take_the_lean_client() {
+        let http = Http::new();
+        let call = |url: &str| Request::post_json(url, &serde_json::json!({"a": 1}));
+        assert_eq!(
+            target(&http, call("http://127.0.0.1:9484/v1/task")).as_deref(),
+            Some("/v1/task")
+        );
+        assert_eq!(
+            target(&http, call("http://localhost:9484?x=1")).as_deref(),
+            Some("/?x=1")
+        );
+        assert_eq!(
+            target(&http, call("http://[::1]:9484")).as_deref(),
+            Some("/")
+        );
+        let streamed = call("http://127.0.0.1:9484/v1/task").header("accept", "text/event-stream");
+        assert_eq!(target(&http, streamed), None);
+        assert_eq!(
+            target(&http, Request::get("http://127.0.0.1:9484/v1/task")),
+            None
+        );
+        for url in [
+            "https://127.0.0.1:9484/v1/task",
+            "http://10.1.2.3:9484/v1/task",
+            "http://gpu.example/v1/task",
+            "http://user:pw@127.0.0.1:9484/v1/task",
+            "http://127.0.0.1:9484/a b/v1/task",
+            "http://127.0.0.1:9484/caf\u{e9}/v1/task",
+        ] {
+            assert_eq!(target(&http, call(url)), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_memory_of_origins_is_bounded() {
+        let http = Http::new();
+        for port in 0..(MAX_ORIGINS as u16 * 2) {
+            let req = Request::post_json(format!("http://127.0.0.1:{port}/"), &1);
+            assert!(http.lean_route(&req).is_some());
+            assert!(http.origins.lock().len() <= MAX_ORIGINS);
+        }
     }
 }

@@ -32,7 +32,6 @@ use base64::Engine as _;
 use hkdf::Hkdf;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::control::CxPublicKey;
@@ -112,20 +111,22 @@ impl CxError {
 
 /// A node's long-term CX key pair. `Debug` does not print the secret.
 pub struct CxKeyPair {
-    secret: StaticSecret,
-    public: PublicKey,
+    secret: Key,
+    private: x25519::PrivateKey,
+    public: [u8; 32],
     key_id: String,
 }
 
 impl CxKeyPair {
     /// The key pair for a 32-byte secret (from the OS CSPRNG, or as stored).
     pub fn from_secret_bytes(bytes: [u8; 32]) -> Self {
-        let bytes = Zeroizing::new(bytes);
-        let secret = StaticSecret::from(*bytes);
-        let public = PublicKey::from(&secret);
-        let key_id = key_id(public.as_bytes());
+        let secret = Zeroizing::new(bytes);
+        let private = x25519::PrivateKey::new(&secret);
+        let public = private.public();
+        let key_id = key_id(&public);
         CxKeyPair {
             secret,
+            private,
             public,
             key_id,
         }
@@ -133,16 +134,16 @@ impl CxKeyPair {
 
     /// The secret, for storing. Zeroized when the returned value drops.
     pub fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(self.secret.to_bytes())
+        self.secret.clone()
     }
 
     pub fn public_bytes(&self) -> [u8; 32] {
-        self.public.to_bytes()
+        self.public
     }
 
     /// The public key as it is advertised: unpadded base64url of 32 bytes (43 characters).
     pub fn public_b64url(&self) -> String {
-        B64URL.encode(self.public.as_bytes())
+        B64URL.encode(self.public)
     }
 
     /// See [`key_id`].
@@ -190,14 +191,6 @@ pub struct ResponseKey {
     shared: Zeroizing<[u8; 32]>,
 }
 
-impl ResponseKey {
-    fn new(shared: &x25519_dalek::SharedSecret) -> Self {
-        ResponseKey {
-            shared: Zeroizing::new(shared.to_bytes()),
-        }
-    }
-}
-
 impl std::fmt::Debug for ResponseKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ResponseKey(<redacted>)")
@@ -225,28 +218,26 @@ pub fn seal(
         return Err(CxError::InvalidKey);
     }
     let node_public: [u8; 32] = decode_fixed(&node_key.key).ok_or(CxError::InvalidKey)?;
-    let eph_secret = StaticSecret::from(*Zeroizing::new(eph_secret));
-    let eph_public = PublicKey::from(&eph_secret);
-    let shared = eph_secret.diffie_hellman(&PublicKey::from(node_public));
-    // A low-order "public key" would give an all-zero secret anyone can compute.
-    if !shared.was_contributory() {
-        return Err(CxError::InvalidKey);
-    }
+    let eph = x25519::PrivateKey::new(&Zeroizing::new(eph_secret));
+    // A low-order "public key" would give an all-zero secret anyone can compute: refused.
+    let shared = eph.agree(&node_public).ok_or(CxError::InvalidKey)?;
     let plaintext = json_bytes(payload, "payload")?;
     let aad = request_aad(task_id, intent);
-    let key = request_key(shared.as_bytes(), &nonce, task_id, intent);
+    let key = request_key(&shared, &nonce, task_id, intent);
     let body = encrypt(&key, &nonce, &plaintext, aad.as_bytes())?;
     let conf = json!({
         "version": CX_VERSION,
         "recipient_key_id": node_key.key_id,
-        "kem_ciphertext": B64URL.encode(eph_public.as_bytes()),
+        "kem_ciphertext": B64URL.encode(eph.public()),
         "encrypted_body": B64URL.encode(&body),
         "nonce": B64URL.encode(nonce),
         "aad": B64URL.encode(aad.as_bytes()),
         "plaintext_size": plaintext.len(),
     });
-    let response_key = ResponseKey::new(&shared);
-    Ok(Sealed { conf, response_key })
+    Ok(Sealed {
+        conf,
+        response_key: ResponseKey { shared },
+    })
 }
 
 /// The `recipient_key_id` of an envelope, so a node holding several keys (rotation) can pick
@@ -280,14 +271,11 @@ pub fn open(
     if eph[31] & 0x80 != 0 {
         return Err(CxError::Malformed("kem_ciphertext"));
     }
-    let shared = kp.secret.diffie_hellman(&PublicKey::from(eph));
-    if !shared.was_contributory() {
-        return Err(CxError::Decrypt);
-    }
-    let key = request_key(shared.as_bytes(), &nonce, task_id, intent);
+    let shared = kp.private.agree(&eph).ok_or(CxError::Decrypt)?;
+    let key = request_key(&shared, &nonce, task_id, intent);
     let plaintext = decrypt(&key, &nonce, &body, aad.as_bytes())?;
     let payload = serde_json::from_slice(&plaintext).map_err(|_| CxError::Malformed("payload"))?;
-    Ok((payload, ResponseKey::new(&shared)))
+    Ok((payload, ResponseKey { shared }))
 }
 
 /// Node side: seals `response` (what would otherwise be sent in the clear) into
@@ -321,6 +309,44 @@ pub fn open_response(rk: &ResponseKey, task_id: &str, conf_resp: &Value) -> Resu
     let key = response_key(&rk.shared, &nonce, task_id);
     let plaintext = decrypt(&key, &nonce, &body, aad.as_bytes())?;
     serde_json::from_slice(&plaintext).map_err(|_| CxError::Malformed("response"))
+}
+
+/// X25519 (RFC 7748) through AWS-LC.
+mod x25519 {
+    use aws_lc_rs::agreement::{self, UnparsedPublicKey, X25519};
+    use zeroize::Zeroizing;
+
+    pub struct PrivateKey(agreement::PrivateKey);
+
+    impl PrivateKey {
+        pub fn new(secret: &[u8; 32]) -> Self {
+            // Every 32-byte string is an X25519 private key (it is clamped when used).
+            let key = agreement::PrivateKey::from_private_key(&X25519, secret)
+                .expect("X25519 accepts any 32 bytes");
+            PrivateKey(key)
+        }
+
+        pub fn public(&self) -> [u8; 32] {
+            let public = self
+                .0
+                .compute_public_key()
+                .expect("an X25519 public key is always computable");
+            let mut out = [0u8; 32];
+            out.copy_from_slice(public.as_ref());
+            out
+        }
+
+        /// The shared secret with `peer`, or `None` when it is all zeros (a low-order point).
+        pub fn agree(&self, peer: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+            let peer = UnparsedPublicKey::new(&X25519, peer);
+            agreement::agree(&self.0, peer, (), |shared| {
+                let mut out = Zeroizing::new([0u8; 32]);
+                out.copy_from_slice(shared);
+                Ok(out)
+            })
+            .ok()
+        }
+    }
 }
 
 fn request_aad(task_id: &str, intent: &str) -> String {

@@ -5,7 +5,6 @@
 //! client per backend.
 
 mod anthropic;
-mod h1;
 mod ollama;
 mod openai;
 

@@ -1,9 +1,9 @@
 //! OpenAI-compatible servers: llama.cpp `llama-server`, vLLM, LM Studio and the like.
 //! `/v1/models`, `/v1/chat/completions` (plain and SSE), `/v1/embeddings`.
 
-use super::h1::H1;
 use super::{send, BackendError, CallContext, ChatStream, ModelInfo, Output, StreamEvent, Usage};
 use futures_util::StreamExt;
+use iicp_h1::H1;
 use iicp_stream::lines;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -110,7 +110,10 @@ impl OpenAiBackend {
             headers.push(("authorization", auth));
         }
         let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
-        let reply = h1.post_json(target, &headers, &body).await?;
+        let reply = h1
+            .post_json(target, &headers, &body)
+            .await
+            .map_err(|e| BackendError::Transport(e.to_string()))?;
         if !(200..300).contains(&reply.status) {
             let text = String::from_utf8_lossy(&reply.body);
             return Err(super::status_error(reply.status, &text));

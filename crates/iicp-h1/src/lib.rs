@@ -1,23 +1,24 @@
-//! A lean HTTP/1.1 client for the whole-JSON calls (chat, embeddings) a node makes to a backend
-//! on this machine over plain `http://`: the request is written and its answer read by the
-//! task that runs the call, on a pooled keep-alive connection.
+//! A lean HTTP/1.1 client for whole-JSON `POST`s to a server on this machine over plain
+//! `http://`: the request is written and its answer read by the task that makes the call, on a
+//! pooled keep-alive connection.
 //!
-//! Why: on the node's hot path the general client (reqwest over hyper) cost about 40% of the
-//! node's instructions per task: the URL parsed three times, redirect and retry layers, a
-//! header map, and a hop to a connection task and back (see BENCHMARKS.md). Streams, TLS,
-//! remote backends and model listing keep using reqwest; so does a backend whose URL carries
-//! credentials.
+//! Why: on a hot path the general client (reqwest over hyper) is costly for such a call: the
+//! URL parsed several times, redirect and retry layers, a header map, and a hop to a connection
+//! task and back, which on a loaded machine is a thread wake-up each way (see BENCHMARKS.md).
+//! The node uses it to call a local backend, the client SDK to send CALLs to a local node;
+//! streams, TLS, remote servers and URLs with credentials keep using reqwest.
 //!
-//! Only loopback backends use it: a local backend is the common case, and for it a proxy
-//! (which reqwest would take from the environment) is never wanted.
+//! Only loopback servers qualify: for them a proxy (which reqwest would take from the
+//! environment) is never wanted.
 //!
 //! Connections: at most [`MAX_IDLE`] idle ones are kept, each for at most [`IDLE_TIMEOUT`]. A
 //! connection goes back to the pool only after a complete answer that allows keep-alive; a call
-//! that is cancelled (the task's deadline) drops its connection. A pooled connection the
-//! backend closed meanwhile is detected before use, and a request that finds its reused
-//! connection closed before any byte of an answer is sent once more on a fresh one.
+//! that is cancelled (a deadline) drops its connection. A pooled connection the server closed
+//! meanwhile is detected before use, and a request that finds its reused connection closed
+//! before any byte of an answer is sent once more on a fresh one.
 
-use super::BackendError;
+#![forbid(unsafe_code)]
+
 use parking_lot::Mutex;
 use std::io;
 use std::time::{Duration, Instant};
@@ -30,12 +31,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 256 << 20;
 
-/// A finished exchange: the status and the whole (de-chunked) body.
+/// A finished exchange: the status, the headers and the whole (de-chunked) body.
 pub struct Reply {
     pub status: u16,
+    /// Names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
+/// The pooled connections to one origin.
 pub struct H1 {
     /// What is connected to (an IP literal or `localhost`).
     host: String,
@@ -67,7 +71,7 @@ fn valid_value(v: &str) -> bool {
 
 impl H1 {
     /// A client for `url` when it is plain HTTP to this machine without credentials.
-    pub fn for_url(url: &reqwest::Url) -> Option<H1> {
+    pub fn for_url(url: &url::Url) -> Option<H1> {
         if url.scheme() != "http" || !url.username().is_empty() || url.password().is_some() {
             return None;
         }
@@ -98,7 +102,7 @@ impl H1 {
         target: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> Result<Reply, BackendError> {
+    ) -> io::Result<Reply> {
         let mut request = Vec::with_capacity(256 + body.len());
         request.extend_from_slice(b"POST ");
         request.extend_from_slice(target.as_bytes());
@@ -111,9 +115,7 @@ impl H1 {
         request.extend_from_slice(b"\r\n");
         for (name, value) in headers {
             if !valid_value(value) {
-                return Err(BackendError::Transport(format!(
-                    "invalid value for the {name} header"
-                )));
+                return Err(bad(&format!("invalid value for the {name} header")));
             }
             request.extend_from_slice(name.as_bytes());
             request.extend_from_slice(b": ");
@@ -123,18 +125,17 @@ impl H1 {
         request.extend_from_slice(b"\r\n");
         request.extend_from_slice(body);
 
-        let transport = |e: io::Error| BackendError::Transport(e.to_string());
         if let Some(stream) = self.pooled() {
             match exchange(stream, &request).await {
                 Ok((reply, stream)) => return Ok(self.finish(reply, stream)),
                 Err(f) if f.retry => {}
-                Err(f) => return Err(transport(f.error)),
+                Err(f) => return Err(f.error),
             }
         }
-        let stream = self.connect().await.map_err(transport)?;
+        let stream = self.connect().await?;
         match exchange(stream, &request).await {
             Ok((reply, stream)) => Ok(self.finish(reply, stream)),
-            Err(f) => Err(transport(f.error)),
+            Err(f) => Err(f.error),
         }
     }
 
@@ -191,7 +192,7 @@ async fn exchange(
     }
     let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
     // The head; interim 1xx answers are skipped.
-    let (status, framing, keep_alive, head_end) = loop {
+    let (head, head_end) = loop {
         let head_end = loop {
             if let Some(pos) = find(&buf, b"\r\n\r\n") {
                 break pos + 4;
@@ -228,12 +229,18 @@ async fn exchange(
             error,
             retry: false,
         })?;
-        if (100..200).contains(&head.0) {
+        if (100..200).contains(&head.status) {
             buf.drain(..head_end);
             continue;
         }
-        break (head.0, head.1, head.2, head_end);
+        break (head, head_end);
     };
+    let Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    } = head;
     let failed = |error| Failed {
         error,
         retry: false,
@@ -293,7 +300,12 @@ async fn exchange(
         }
     };
     let stream = reusable.then_some(stream);
-    Ok((Reply { status, body }, stream))
+    let reply = Reply {
+        status,
+        headers,
+        body,
+    };
+    Ok((reply, stream))
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
@@ -303,8 +315,15 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usiz
     stream.read_buf(buf).await
 }
 
-/// Status, framing and keep-alive from an answer head (status line and headers, CRLF CRLF).
-fn parse_head(head: &[u8]) -> io::Result<(u16, Framing, bool)> {
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// An answer head (status line and headers, CRLF CRLF).
+fn parse_head(head: &[u8]) -> io::Result<Head> {
     let head = std::str::from_utf8(head).map_err(|_| bad("answer head is not UTF-8"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -321,11 +340,15 @@ fn parse_head(head: &[u8]) -> io::Result<(u16, Framing, bool)> {
     let mut keep_alive = version != "HTTP/1.0";
     let mut length = None;
     let mut chunked = false;
+    let mut headers = Vec::new();
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         let value = value.trim();
+        if !name.is_empty() {
+            headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        }
         if name.eq_ignore_ascii_case("content-length") {
             let n: usize = value.parse().map_err(|_| bad("bad content-length"))?;
             if length.is_some_and(|m| m != n) {
@@ -365,7 +388,12 @@ fn parse_head(head: &[u8]) -> io::Result<(u16, Framing, bool)> {
     } else {
         Framing::UntilClose
     };
-    Ok((status, framing, keep_alive))
+    Ok(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    })
 }
 
 /// Decodes the complete chunks of a chunked body from `data[*at..]` into `out`, advancing `at`
@@ -418,7 +446,7 @@ mod tests {
 
     #[test]
     fn only_plain_http_to_this_machine_without_credentials() {
-        let h = |u: &str| H1::for_url(&reqwest::Url::parse(u).unwrap()).map(|h| h.authority);
+        let h = |u: &str| H1::for_url(&url::Url::parse(u).unwrap()).map(|h| h.authority);
         assert_eq!(
             h("http://127.0.0.1:8080/v1/x").as_deref(),
             Some("127.0.0.1:8080")
@@ -433,17 +461,19 @@ mod tests {
 
     #[test]
     fn heads_give_status_framing_and_keep_alive() {
-        let (s, f, k) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n").unwrap();
-        assert!(s == 200 && k && matches!(f, Framing::Length(12)));
-        let (_, f, k) = parse_head(
+        let h =
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-Iicp: a b\r\n\r\n").unwrap();
+        assert!(h.status == 200 && h.keep_alive && matches!(h.framing, Framing::Length(12)));
+        assert_eq!(h.headers[1], ("x-iicp".to_owned(), "a b".to_owned()));
+        let h = parse_head(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         )
         .unwrap();
-        assert!(!k && matches!(f, Framing::Chunked));
-        let (_, f, k) = parse_head(b"HTTP/1.0 404 Not Found\r\n\r\n").unwrap();
-        assert!(!k && matches!(f, Framing::UntilClose));
-        let (_, f, _) = parse_head(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
-        assert!(matches!(f, Framing::Length(0)));
+        assert!(!h.keep_alive && matches!(h.framing, Framing::Chunked));
+        let h = parse_head(b"HTTP/1.0 404 Not Found\r\n\r\n").unwrap();
+        assert!(!h.keep_alive && matches!(h.framing, Framing::UntilClose));
+        let h = parse_head(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        assert!(matches!(h.framing, Framing::Length(0)));
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").is_err());
         assert!(
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
