@@ -21,6 +21,7 @@
 
 use parking_lot::Mutex;
 use std::io;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,7 +47,15 @@ pub struct H1 {
     port: u16,
     /// The `Host` header.
     authority: String,
-    idle: Mutex<Vec<(TcpStream, Instant)>>,
+    /// Oldest first. A connection is reused only by the thread that last used it: on a
+    /// runtime per thread that keeps its I/O on the thread that polls it.
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+    thread: ThreadId,
 }
 
 /// Why an exchange failed, and whether it may be sent again on a fresh connection.
@@ -142,17 +151,24 @@ impl H1 {
     fn finish(&self, reply: Reply, stream: Option<TcpStream>) -> Reply {
         if let Some(stream) = stream {
             let mut idle = self.idle.lock();
-            if idle.len() < MAX_IDLE {
-                idle.push((stream, Instant::now()));
+            if idle.len() >= MAX_IDLE {
+                idle.remove(0);
             }
+            idle.push(Idle {
+                stream,
+                since: Instant::now(),
+                thread: std::thread::current().id(),
+            });
         }
         reply
     }
 
-    /// The most recently used idle connection that is still open.
+    /// This thread's most recently used idle connection that is still open.
     fn pooled(&self) -> Option<TcpStream> {
+        let here = std::thread::current().id();
         let mut idle = self.idle.lock();
-        while let Some((stream, since)) = idle.pop() {
+        while let Some(at) = idle.iter().rposition(|c| c.thread == here) {
+            let Idle { stream, since, .. } = idle.remove(at);
             if since.elapsed() >= IDLE_TIMEOUT {
                 continue;
             }
@@ -511,6 +527,75 @@ mod tests {
             assert_eq!(end.is_some(), cut == whole.len(), "cut at {cut}");
         }
         assert_eq!(out, b"abcde");
+    }
+
+    /// A server answering `{}` to every request; counts the connections it accepted.
+    async fn counting_server() -> (url::Url, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
+                loop {
+                    let (mut conn, _) = listener.accept().await.unwrap();
+                    count.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 4096];
+                        loop {
+                            let n = conn.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                            if conn.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_reused_only_by_the_thread_that_used_them() {
+        use std::sync::atomic::Ordering;
+        let (url, accepted) = counting_server().await;
+        let h1 = std::sync::Arc::new(H1::for_url(&url).unwrap());
+        let call = |h1: std::sync::Arc<H1>| async move {
+            let reply = h1.post_json("/x", &[], b"{}").await.unwrap();
+            assert_eq!((reply.status, reply.body), (200, b"{}".to_vec()));
+        };
+        call(h1.clone()).await;
+        call(h1.clone()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused on this thread");
+        let other = h1.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(call(other.clone()));
+            rt.block_on(call(other));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "one more for the other thread"
+        );
+        call(h1).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[test]

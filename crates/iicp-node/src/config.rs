@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// Advertise and accept IICP-CX encrypted payloads.
     pub cx: bool,
+    /// Threads that serve connections, each with its own single-threaded runtime; 1 serves on
+    /// the caller's runtime. Defaults to the number of cores.
+    pub workers: usize,
 }
 
 impl NodeConfig {
@@ -54,6 +57,7 @@ impl NodeConfig {
             allow_tool_execution: false,
             max_body_bytes: 32 * 1024 * 1024,
             cx: true,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

@@ -25,6 +25,7 @@ mod http;
 mod keys;
 mod lifecycle;
 mod metrics;
+mod serve;
 mod state;
 mod task;
 
@@ -46,6 +47,8 @@ pub enum StartError {
     Bind(#[from] iicp_server::BindError),
     #[error("cannot use the state directory: {0}")]
     State(std::io::Error),
+    #[error("cannot start the worker threads: {0}")]
+    Serve(std::io::Error),
     #[error("--auth token needs a directory (which issues the token) or a local token")]
     TokenModeWithoutToken,
 }
@@ -108,6 +111,10 @@ impl Node {
             .backend_up
             .store(up, std::sync::atomic::Ordering::Relaxed);
         let (stop, stopped) = watch::channel(false);
+        let app = http::router(state.clone());
+        let workers = state.config.workers;
+        let server =
+            serve::serve(listener, app, workers, stopped.clone()).map_err(StartError::Serve)?;
         let mut background = vec![tokio::spawn(capacity_loop(state.clone(), stopped.clone()))];
         match directory {
             Some(dir) => {
@@ -122,16 +129,6 @@ impl Node {
                 )));
             }
         }
-        let app = http::router(state.clone());
-        let mut until = stopped;
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = until.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "node server stopped with an error");
-            }
-        });
         Ok(RunningNode {
             local_addr,
             stop,

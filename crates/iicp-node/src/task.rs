@@ -321,7 +321,7 @@ pub struct Finished {
 impl Finished {
     /// The RESPONSE as JSON.
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let mut bytes = serde_json::to_vec(&self.response)?;
+        let bytes = serde_json::to_vec(&self.response)?;
         let Some(raw) = &self.raw_result else {
             return Ok(bytes);
         };
@@ -334,8 +334,11 @@ impl Finished {
         match at {
             Some(at) => {
                 let null = at + FIELD.len() - 4;
-                bytes.splice(null..null + 4, raw.iter().copied());
-                Ok(bytes)
+                let mut out = Vec::with_capacity(bytes.len() - 4 + raw.len());
+                out.extend_from_slice(&bytes[..null]);
+                out.extend_from_slice(raw);
+                out.extend_from_slice(&bytes[null + 4..]);
+                Ok(out)
             }
             None => {
                 let mut response = self.response.clone();
