@@ -529,6 +529,13 @@ mod tests {
         assert_eq!(out, b"abcde");
     }
 
+    fn single_threaded_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// A server answering `{}` to every request; counts the connections it accepted.
     async fn counting_server() -> (url::Url, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -537,10 +544,7 @@ mod tests {
         let accepted = std::sync::Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = single_threaded_runtime();
             rt.block_on(async move {
                 let listener =
                     tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
@@ -580,10 +584,7 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused on this thread");
         let other = h1.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = single_threaded_runtime();
             rt.block_on(call(other.clone()));
             rt.block_on(call(other));
         })
