@@ -214,9 +214,13 @@ impl Transport for Http {
                 None => call.await,
             }
             .map_err(|e| SendError::Failed(e.to_string()))?;
+            let headers = reply
+                .headers()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect();
             let body = Bytes::from(reply.body);
             let body = futures_util::stream::once(async move { Ok(body) }).boxed();
-            Ok(Response::new(reply.status, reply.headers, body))
+            Ok(Response::new(reply.status, headers, body))
         })
     }
 }

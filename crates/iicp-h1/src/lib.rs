@@ -32,12 +32,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 256 << 20;
 
-/// A finished exchange: the status, the headers and the whole (de-chunked) body.
+/// A finished exchange: the status, the head and the whole (de-chunked) body.
 pub struct Reply {
     pub status: u16,
-    /// Names in lower case, in the order received.
-    pub headers: Vec<(String, String)>,
+    /// The status line and header lines, kept whole: most callers read no header, and
+    /// splitting them up front would cost an allocation per name and value.
+    head: Vec<u8>,
     pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The headers as received (name, value), in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        // The head was checked to be UTF-8 when it was parsed.
+        let head = std::str::from_utf8(&self.head).unwrap_or_default();
+        head.split("\r\n")
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, value)| (name, value.trim()))
+    }
 }
 
 /// The pooled connections to one origin.
@@ -206,7 +220,9 @@ async fn exchange(
     if let Err(error) = stream.write_all(request).await {
         return Err(Failed { error, retry: true });
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+    // Small enough for the allocator's per-thread cache (most answers are a few hundred
+    // bytes); grown as needed, exactly when the length is announced.
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
     // The head; interim 1xx answers are skipped.
     let (head, head_end) = loop {
         let head_end = loop {
@@ -253,10 +269,10 @@ async fn exchange(
     };
     let Head {
         status,
-        headers,
         framing,
         keep_alive,
     } = head;
+    let head = buf[..head_end].to_vec();
     let failed = |error| Failed {
         error,
         retry: false,
@@ -272,6 +288,7 @@ async fn exchange(
             if n > MAX_BODY {
                 return Err(failed(bad("answer too large")));
             }
+            buf.reserve((head_end + n).saturating_sub(buf.len()));
             while buf.len() < head_end + n {
                 if read_more(&mut stream, &mut buf).await.map_err(failed)? == 0 {
                     return Err(failed(eof()));
@@ -316,24 +333,20 @@ async fn exchange(
         }
     };
     let stream = reusable.then_some(stream);
-    let reply = Reply {
-        status,
-        headers,
-        body,
-    };
+    let reply = Reply { status, head, body };
     Ok((reply, stream))
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
+    // Grown only when (nearly) full, so an exact reservation for an announced length holds.
+    if buf.capacity() - buf.len() < 64 {
+        buf.reserve(buf.len().max(4096));
     }
     stream.read_buf(buf).await
 }
 
 struct Head {
     status: u16,
-    headers: Vec<(String, String)>,
     framing: Framing,
     keep_alive: bool,
 }
@@ -356,15 +369,11 @@ fn parse_head(head: &[u8]) -> io::Result<Head> {
     let mut keep_alive = version != "HTTP/1.0";
     let mut length = None;
     let mut chunked = false;
-    let mut headers = Vec::new();
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         let value = value.trim();
-        if !name.is_empty() {
-            headers.push((name.to_ascii_lowercase(), value.to_owned()));
-        }
         if name.eq_ignore_ascii_case("content-length") {
             let n: usize = value.parse().map_err(|_| bad("bad content-length"))?;
             if length.is_some_and(|m| m != n) {
@@ -406,7 +415,6 @@ fn parse_head(head: &[u8]) -> io::Result<Head> {
     };
     Ok(Head {
         status,
-        headers,
         framing,
         keep_alive,
     })
@@ -480,7 +488,6 @@ mod tests {
         let h =
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-Iicp: a b\r\n\r\n").unwrap();
         assert!(h.status == 200 && h.keep_alive && matches!(h.framing, Framing::Length(12)));
-        assert_eq!(h.headers[1], ("x-iicp".to_owned(), "a b".to_owned()));
         let h = parse_head(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         )
@@ -577,6 +584,8 @@ mod tests {
         let h1 = std::sync::Arc::new(H1::for_url(&url).unwrap());
         let call = |h1: std::sync::Arc<H1>| async move {
             let reply = h1.post_json("/x", &[], b"{}").await.unwrap();
+            let headers: Vec<_> = reply.headers().collect();
+            assert_eq!(headers, [("content-length", "2")]);
             assert_eq!((reply.status, reply.body), (200, b"{}".to_vec()));
         };
         call(h1.clone()).await;

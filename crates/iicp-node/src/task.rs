@@ -321,7 +321,9 @@ pub struct Finished {
 impl Finished {
     /// The RESPONSE as JSON.
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let bytes = serde_json::to_vec(&self.response)?;
+        // Sized for the envelope around a short result: no regrowth on the common path.
+        let mut bytes = Vec::with_capacity(512);
+        serde_json::to_writer(&mut bytes, &self.response)?;
         let Some(raw) = &self.raw_result else {
             return Ok(bytes);
         };

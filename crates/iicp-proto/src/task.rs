@@ -178,8 +178,19 @@ impl TaskRequest {
     }
 
     /// Validates a parsed body and returns the typed CALL, or every problem found.
-    pub fn from_value(value: Value) -> Result<TaskRequest, Problems> {
-        v::validated(value, check_task)
+    pub fn from_value(mut value: Value) -> Result<TaskRequest, Problems> {
+        let mut problems = Problems::new();
+        check_task(&value, &mut problems);
+        problems.into_result()?;
+        // Moved around the typed conversion: deserializing the payload from a `Value` would
+        // rebuild its whole tree.
+        let payload = value
+            .as_object_mut()
+            .and_then(|envelope| envelope.remove("payload"))
+            .filter(|payload| !payload.is_null());
+        let mut task: TaskRequest = v::typed(value)?;
+        task.payload = payload;
+        Ok(task)
     }
 
     /// Parses and validates raw bytes.
@@ -439,6 +450,21 @@ mod tests {
         assert_eq!(task.constraints.qos, Qos::Interactive);
         assert_eq!(task.constraints.priority, Priority::Normal);
         assert_eq!(task.auth.unwrap().node_token.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn the_payload_comes_through_whole_and_a_null_one_is_absent() {
+        let task = TaskRequest::from_value(valid()).unwrap();
+        assert_eq!(task.payload, Some(valid()["payload"].clone()));
+        let mut sealed = valid();
+        sealed["payload"] = Value::Null;
+        sealed["iicp_conf"] = json!({
+            "version": 1, "recipient_key_id": "k", "kem_ciphertext": "a",
+            "encrypted_body": "b", "nonce": "c"
+        });
+        let task = TaskRequest::from_value(sealed).unwrap();
+        assert_eq!(task.payload, None);
+        assert!(task.iicp_conf.is_some());
     }
 
     #[test]

@@ -171,6 +171,11 @@ pub(crate) fn validated<T: DeserializeOwned>(
     let mut problems = Problems::new();
     check(&value, &mut problems);
     problems.into_result()?;
+    typed(value)
+}
+
+/// The typed form of a value a validator approved.
+pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Problems> {
     serde_json::from_value(value).map_err(|e| {
         // Only reachable if a validator lets through what the typed model refuses.
         let mut p = Problems::new();

@@ -103,7 +103,9 @@ impl OpenAiBackend {
             let req = self.post(url, path, ctx).json(body);
             return Ok(send(req).await?.bytes().await?.to_vec());
         };
-        let body = serde_json::to_vec(body).map_err(|e| BackendError::Decode(e.to_string()))?;
+        let mut json = Vec::with_capacity(512);
+        serde_json::to_writer(&mut json, body).map_err(|e| BackendError::Decode(e.to_string()))?;
+        let body = json;
         let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
         let mut headers: Vec<(&str, &str)> = ctx.headers().collect();
         if let Some(auth) = &auth {
