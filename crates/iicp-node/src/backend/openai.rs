@@ -183,7 +183,7 @@ impl OpenAiBackend {
             ));
         }
         Ok(Output {
-            usage: peek.usage.as_ref().and_then(usage_in),
+            usage: peek.usage,
             model: peek.model.unwrap_or_else(|| model.to_owned()),
             result: Value::Null,
             raw_result: Some(answer),
@@ -275,7 +275,7 @@ impl OpenAiBackend {
 struct Peek {
     choices: bool,
     model: Option<String>,
-    usage: Option<Value>,
+    usage: Option<Usage>,
 }
 
 impl<'de> Deserialize<'de> for Peek {
@@ -299,14 +299,16 @@ impl<'de> Deserialize<'de> for Peek {
                 let mut peek = Peek::default();
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
-                        Field::Choices => peek.choices = map.next_value::<IsArray>()?.0,
+                        Field::Choices => {
+                            peek.choices = matches!(map.next_value()?, Skipped::Array)
+                        }
                         Field::Model => {
                             peek.model = match map.next_value::<Value>()? {
                                 Value::String(s) => Some(s),
                                 _ => None,
                             }
                         }
-                        Field::Usage => peek.usage = Some(map.next_value()?),
+                        Field::Usage => peek.usage = map.next_value::<PeekUsage>()?.0,
                         Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -319,45 +321,117 @@ impl<'de> Deserialize<'de> for Peek {
     }
 }
 
-/// Any JSON value, skipped; true when it was an array.
-struct IsArray(bool);
+/// Any JSON value, skipped; what the peek needs to know of it.
+enum Skipped {
+    Array,
+    Unsigned(u64),
+    Other,
+}
 
-impl<'de> Deserialize<'de> for IsArray {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IsArray, D::Error> {
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skipped, D::Error> {
         struct Kind;
         impl<'de> Visitor<'de> for Kind {
-            type Value = IsArray;
+            type Value = Skipped;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IsArray, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skipped, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(IsArray(true))
+                Ok(Skipped::Array)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsArray, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skipped, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(IsArray(false))
+                Ok(Skipped::Other)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<IsArray, E> {
-                Ok(IsArray(false))
+            fn visit_u64<E>(self, n: u64) -> Result<Skipped, E> {
+                Ok(Skipped::Unsigned(n))
             }
-            fn visit_i64<E>(self, _: i64) -> Result<IsArray, E> {
-                Ok(IsArray(false))
+            fn visit_bool<E>(self, _: bool) -> Result<Skipped, E> {
+                Ok(Skipped::Other)
             }
-            fn visit_u64<E>(self, _: u64) -> Result<IsArray, E> {
-                Ok(IsArray(false))
+            fn visit_i64<E>(self, _: i64) -> Result<Skipped, E> {
+                Ok(Skipped::Other)
             }
-            fn visit_f64<E>(self, _: f64) -> Result<IsArray, E> {
-                Ok(IsArray(false))
+            fn visit_f64<E>(self, _: f64) -> Result<Skipped, E> {
+                Ok(Skipped::Other)
             }
-            fn visit_str<E>(self, _: &str) -> Result<IsArray, E> {
-                Ok(IsArray(false))
+            fn visit_str<E>(self, _: &str) -> Result<Skipped, E> {
+                Ok(Skipped::Other)
             }
-            fn visit_unit<E>(self) -> Result<IsArray, E> {
-                Ok(IsArray(false))
+            fn visit_unit<E>(self) -> Result<Skipped, E> {
+                Ok(Skipped::Other)
             }
         }
         d.deserialize_any(Kind)
+    }
+}
+
+/// `usage` read without building a tree, as [`usage_in`] reads a parsed one: counts only from
+/// an object with `prompt_tokens`, and a count that is not an unsigned integer reads as 0.
+struct PeekUsage(Option<Usage>);
+
+impl<'de> Deserialize<'de> for PeekUsage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PeekUsage, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(field_identifier, rename_all = "snake_case")]
+        enum Field {
+            PromptTokens,
+            CompletionTokens,
+            #[serde(other)]
+            Other,
+        }
+        fn count(skipped: Skipped) -> u64 {
+            match skipped {
+                Skipped::Unsigned(n) => n,
+                _ => 0,
+            }
+        }
+        struct Counts;
+        impl<'de> Visitor<'de> for Counts {
+            type Value = PeekUsage;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PeekUsage, A::Error> {
+                let (mut prompt, mut completion) = (None, 0);
+                while let Some(field) = map.next_key::<Field>()? {
+                    let value = map.next_value::<Skipped>()?;
+                    match field {
+                        Field::PromptTokens => prompt = Some(count(value)),
+                        Field::CompletionTokens => completion = count(value),
+                        Field::Other => {}
+                    }
+                }
+                Ok(PeekUsage(prompt.map(|prompt_tokens| Usage {
+                    prompt_tokens,
+                    completion_tokens: completion,
+                })))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PeekUsage, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(PeekUsage(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<PeekUsage, E> {
+                Ok(PeekUsage(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<PeekUsage, E> {
+                Ok(PeekUsage(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<PeekUsage, E> {
+                Ok(PeekUsage(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<PeekUsage, E> {
+                Ok(PeekUsage(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<PeekUsage, E> {
+                Ok(PeekUsage(None))
+            }
+            fn visit_unit<E>(self) -> Result<PeekUsage, E> {
+                Ok(PeekUsage(None))
+            }
+        }
+        d.deserialize_any(Counts)
     }
 }
 
@@ -379,7 +453,7 @@ mod tests {
         assert!(p.choices);
         assert_eq!(p.model.as_deref(), Some("m"));
         assert_eq!(
-            p.usage.as_ref().and_then(usage_in),
+            p.usage,
             Some(Usage {
                 prompt_tokens: 3,
                 completion_tokens: 2
@@ -387,7 +461,19 @@ mod tests {
         );
         let p = peek(r#"{"choices":{"0":1},"model":7,"usage":"n/a"}"#).unwrap();
         assert!(!p.choices && p.model.is_none());
-        assert_eq!(p.usage.as_ref().and_then(usage_in), None);
+        assert_eq!(p.usage, None);
+        for usage in [
+            r#"{"prompt_tokens":3}"#,
+            r#"{"prompt_tokens":"3","completion_tokens":-1}"#,
+            r#"{"completion_tokens":2,"prompt_tokens":1.5,"x":{"y":[1]}}"#,
+            r#"{"completion_tokens":2}"#,
+            r#"[1,{"prompt_tokens":1}]"#,
+            "null",
+        ] {
+            let text = format!(r#"{{"choices":[],"usage":{usage}}}"#);
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(peek(&text).unwrap().usage, usage_of(&parsed), "{usage}");
+        }
         assert!(!peek(r#"{"model":"m"}"#).unwrap().choices);
         assert!(peek(r#"{"choices":[1}"#).is_err());
         assert!(peek(r#"{"choices":[]} trailing"#).is_err());
