@@ -300,7 +300,8 @@ impl<'de> Deserialize<'de> for Peek {
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
                         Field::Choices => {
-                            peek.choices = matches!(map.next_value()?, Skipped::Array)
+                            let Peeked(choices) = map.next_value::<Peeked<Skipped>>()?;
+                            peek.choices = matches!(choices, Skipped::Array);
                         }
                         Field::Model => {
                             peek.model = match map.next_value::<Value>()? {
@@ -308,7 +309,10 @@ impl<'de> Deserialize<'de> for Peek {
                                 _ => None,
                             }
                         }
-                        Field::Usage => peek.usage = map.next_value::<PeekUsage>()?.0,
+                        Field::Usage => {
+                            let Peeked(PeekUsage(usage)) = map.next_value()?;
+                            peek.usage = usage;
+                        }
                         Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -321,6 +325,56 @@ impl<'de> Deserialize<'de> for Peek {
     }
 }
 
+/// What the peek reads from one JSON value of any kind: objects are handed to `object`, the
+/// rest is skipped and reported by kind.
+trait PeekValue<'de>: Sized {
+    fn object<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+    fn array() -> Self;
+    fn unsigned(n: u64) -> Self;
+    fn other() -> Self;
+}
+
+/// Deserializes any JSON value as a [`PeekValue`].
+struct Peeked<T>(T);
+
+impl<'de, T: PeekValue<'de>> Deserialize<'de> for Peeked<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Peeked<T>, D::Error> {
+        struct Kind<T>(std::marker::PhantomData<T>);
+        impl<'de, T: PeekValue<'de>> Visitor<'de> for Kind<T> {
+            type Value = Peeked<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Peeked<T>, A::Error> {
+                T::object(map).map(Peeked)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Peeked<T>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Peeked(T::array()))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Peeked<T>, E> {
+                Ok(Peeked(T::unsigned(n)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Peeked<T>, E> {
+                Ok(Peeked(T::other()))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Peeked<T>, E> {
+                Ok(Peeked(T::other()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Peeked<T>, E> {
+                Ok(Peeked(T::other()))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Peeked<T>, E> {
+                Ok(Peeked(T::other()))
+            }
+            fn visit_unit<E>(self) -> Result<Peeked<T>, E> {
+                Ok(Peeked(T::other()))
+            }
+        }
+        d.deserialize_any(Kind(std::marker::PhantomData))
+    }
+}
+
 /// Any JSON value, skipped; what the peek needs to know of it.
 enum Skipped {
     Array,
@@ -328,42 +382,19 @@ enum Skipped {
     Other,
 }
 
-impl<'de> Deserialize<'de> for Skipped {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skipped, D::Error> {
-        struct Kind;
-        impl<'de> Visitor<'de> for Kind {
-            type Value = Skipped;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skipped, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Skipped::Array)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skipped, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Skipped::Other)
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Skipped, E> {
-                Ok(Skipped::Unsigned(n))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Skipped, E> {
-                Ok(Skipped::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Skipped, E> {
-                Ok(Skipped::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Skipped, E> {
-                Ok(Skipped::Other)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Skipped, E> {
-                Ok(Skipped::Other)
-            }
-            fn visit_unit<E>(self) -> Result<Skipped, E> {
-                Ok(Skipped::Other)
-            }
-        }
-        d.deserialize_any(Kind)
+impl<'de> PeekValue<'de> for Skipped {
+    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Skipped, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Skipped::Other)
+    }
+    fn array() -> Skipped {
+        Skipped::Array
+    }
+    fn unsigned(n: u64) -> Skipped {
+        Skipped::Unsigned(n)
+    }
+    fn other() -> Skipped {
+        Skipped::Other
     }
 }
 
@@ -371,8 +402,8 @@ impl<'de> Deserialize<'de> for Skipped {
 /// an object with `prompt_tokens`, and a count that is not an unsigned integer reads as 0.
 struct PeekUsage(Option<Usage>);
 
-impl<'de> Deserialize<'de> for PeekUsage {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PeekUsage, D::Error> {
+impl<'de> PeekValue<'de> for PeekUsage {
+    fn object<A: MapAccess<'de>>(mut map: A) -> Result<PeekUsage, A::Error> {
         #[derive(serde::Deserialize)]
         #[serde(field_identifier, rename_all = "snake_case")]
         enum Field {
@@ -381,57 +412,32 @@ impl<'de> Deserialize<'de> for PeekUsage {
             #[serde(other)]
             Other,
         }
-        fn count(skipped: Skipped) -> u64 {
-            match skipped {
-                Skipped::Unsigned(n) => n,
-                _ => 0,
+        let count = |value: Peeked<Skipped>| match value.0 {
+            Skipped::Unsigned(n) => n,
+            _ => 0,
+        };
+        let (mut prompt, mut completion) = (None, 0);
+        while let Some(field) = map.next_key::<Field>()? {
+            let value = map.next_value::<Peeked<Skipped>>()?;
+            match field {
+                Field::PromptTokens => prompt = Some(count(value)),
+                Field::CompletionTokens => completion = count(value),
+                Field::Other => {}
             }
         }
-        struct Counts;
-        impl<'de> Visitor<'de> for Counts {
-            type Value = PeekUsage;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PeekUsage, A::Error> {
-                let (mut prompt, mut completion) = (None, 0);
-                while let Some(field) = map.next_key::<Field>()? {
-                    let value = map.next_value::<Skipped>()?;
-                    match field {
-                        Field::PromptTokens => prompt = Some(count(value)),
-                        Field::CompletionTokens => completion = count(value),
-                        Field::Other => {}
-                    }
-                }
-                Ok(PeekUsage(prompt.map(|prompt_tokens| Usage {
-                    prompt_tokens,
-                    completion_tokens: completion,
-                })))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PeekUsage, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(PeekUsage(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<PeekUsage, E> {
-                Ok(PeekUsage(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<PeekUsage, E> {
-                Ok(PeekUsage(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<PeekUsage, E> {
-                Ok(PeekUsage(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<PeekUsage, E> {
-                Ok(PeekUsage(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<PeekUsage, E> {
-                Ok(PeekUsage(None))
-            }
-            fn visit_unit<E>(self) -> Result<PeekUsage, E> {
-                Ok(PeekUsage(None))
-            }
-        }
-        d.deserialize_any(Counts)
+        Ok(PeekUsage(prompt.map(|prompt_tokens| Usage {
+            prompt_tokens,
+            completion_tokens: completion,
+        })))
+    }
+    fn array() -> PeekUsage {
+        PeekUsage(None)
+    }
+    fn unsigned(_: u64) -> PeekUsage {
+        PeekUsage(None)
+    }
+    fn other() -> PeekUsage {
+        PeekUsage(None)
     }
 }
 
