@@ -77,11 +77,11 @@ where
 /// the end is what lets each worker's server run out of connections to wait for.
 async fn accept_loop(
     listener: TcpListener,
-    queues: Vec<mpsc::Sender<std::net::TcpStream>>,
+    mut queues: Vec<mpsc::Sender<std::net::TcpStream>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut next = 0;
-    loop {
+    while !queues.is_empty() {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stopped.wait_for(|s| *s) => return,
@@ -95,12 +95,19 @@ async fn accept_loop(
                 continue;
             }
         };
-        if queues[next].send(stream).await.is_err() {
-            tracing::error!("a node worker thread is gone; no longer accepting");
-            return;
+        next %= queues.len();
+        if let Err(mpsc::error::SendError(stream)) = queues[next].send(stream).await {
+            // Not expected (a worker runs until shutdown); the others take its share.
+            tracing::error!("a node worker thread is gone");
+            queues.swap_remove(next);
+            if let Some(queue) = queues.get(next % queues.len().max(1)) {
+                let _ = queue.send(stream).await;
+            }
+            continue;
         }
-        next = (next + 1) % queues.len();
+        next += 1;
     }
+    tracing::error!("every node worker thread is gone; no longer accepting");
 }
 
 /// The worker side of the handoff, as the listener its server accepts from.
