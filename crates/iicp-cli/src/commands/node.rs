@@ -40,6 +40,9 @@ pub struct NodeArgs {
     /// Tasks run at once [default: 4].
     #[arg(long, env = "IICP_MAX_CONCURRENT")]
     pub(super) max_concurrent: Option<u32>,
+    /// Threads serving connections, each owning its connections [default: one per core].
+    #[arg(long, env = "IICP_NODE_WORKERS")]
+    pub(super) workers: Option<usize>,
     /// `open` accepts unauthenticated calls; `token` requires a credential [default: open].
     #[arg(long, env = "IICP_AUTH", value_parser = ["open", "token"])]
     pub(super) auth: Option<String>,
@@ -73,6 +76,7 @@ struct FileSettings {
     public_url: Option<url::Url>,
     models: Option<Vec<String>>,
     max_concurrent: Option<u32>,
+    workers: Option<usize>,
     auth: Option<String>,
     region: Option<String>,
     state_dir: Option<PathBuf>,
@@ -127,6 +131,12 @@ fn build_config(args: &NodeArgs, file: FileSettings) -> Result<NodeConfig, Strin
             return Err("--max-concurrent must be 1 to 256".into());
         }
         c.max_concurrent = n;
+    }
+    if let Some(n) = args.workers.or(file.workers) {
+        if n == 0 || n > 256 {
+            return Err("--workers must be 1 to 256".into());
+        }
+        c.workers = n;
     }
     c.auth = match args.auth.clone().or(file.auth).as_deref() {
         None | Some("open") => AuthMode::Open,
@@ -261,5 +271,26 @@ mod tests {
         assert_eq!(parse_window("22:00-06:00").unwrap().share, 1.0);
         assert!(parse_window("8-18").is_err());
         assert!(parse_window("08:00-18:00=2").is_err());
+    }
+
+    #[test]
+    fn workers_come_from_the_flag_then_the_file_and_are_bounded() {
+        let cores = NodeConfig::new("127.0.0.1:0".parse().unwrap(), "x".into()).workers;
+        let built = |flag: Option<usize>, file: Option<usize>| {
+            let args = NodeArgs {
+                workers: flag,
+                ..NodeArgs::default()
+            };
+            let file = FileSettings {
+                workers: file,
+                ..FileSettings::default()
+            };
+            build_config(&args, file).map(|c| c.workers)
+        };
+        assert_eq!(built(None, None), Ok(cores));
+        assert_eq!(built(None, Some(3)), Ok(3));
+        assert_eq!(built(Some(1), Some(3)), Ok(1));
+        assert!(built(Some(0), None).is_err());
+        assert!(built(None, Some(1000)).is_err());
     }
 }
