@@ -110,7 +110,6 @@ for i in $(seq "$REPEAT"); do
   tput_cx+=("$(calc "$(get "gateway_c${C}_$i" rps) / $(get "node_cx_c${C}_$i" rps)")")
   cpu+=("$(get "gateway_c${C}_$i" cpu_gateway_us_per_req)")
 done
-spread() { echo "$(minimum "$@")–$(maximum "$@")"; }
 ADDED=$(median "${added[@]}")
 CX=$(median "${cx[@]}")
 OWN=$(median "${own[@]}")

@@ -176,6 +176,7 @@ median() {
 }
 minimum() { printf '%s\n' "$@" | sort -g | head -n1; }
 maximum() { printf '%s\n' "$@" | sort -g | tail -n1; }
+spread() { echo "$(minimum "$@")–$(maximum "$@")"; }
 
 noise_report() {
   local others=() name

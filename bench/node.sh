@@ -62,7 +62,6 @@ for i in $(seq "$REPEAT"); do
   cpu_hi+=("$(calc "$(get "node_c${C}_$i" cpu_node_us_per_req) / $(get "direct_c${C}_$i" cpu_double_us_per_req)" %.2f)")
   cpu_lo+=("$(calc "$(get "node_c1_$i" cpu_node_us_per_req) / $(get "direct_c1_$i" cpu_double_us_per_req)" %.2f)")
 done
-spread() { echo "$(minimum "$@")–$(maximum "$@")"; }
 ADDED=$(median "${added[@]}")
 TPUT=$(median "${tput[@]}")
 CPU_HI=$(median "${cpu_hi[@]}")

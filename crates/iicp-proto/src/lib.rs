@@ -23,6 +23,7 @@
 //! only from values that passed.
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod control;
 pub mod cx;
 pub mod endpoint;

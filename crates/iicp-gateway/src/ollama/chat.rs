@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
+use iicp_proto::chat::tool_calls_from_ollama;
 use iicp_proto::intent::LLM_CHAT_V1;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
@@ -27,27 +28,6 @@ fn image_type(b64: &str) -> &'static str {
     } else {
         "image/png"
     }
-}
-
-/// Ollama tool calls (arguments as an object) → OpenAI's (arguments as a JSON string).
-fn openai_tool_calls(calls: &[Value]) -> Value {
-    Value::Array(
-        calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let f = c.get("function").cloned().unwrap_or_default();
-                let arguments = match f.get("arguments") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(other) => other.to_string(),
-                    None => "{}".into(),
-                };
-                json!({"id": format!("call_{i}"), "type": "function", "function": {
-                    "name": f.get("name").cloned().unwrap_or_default(),
-                    "arguments": arguments}})
-            })
-            .collect(),
-    )
 }
 
 /// One Ollama message as an OpenAI-style chat message.
@@ -89,7 +69,7 @@ fn message(m: Value) -> Result<Value, Failure> {
         .and_then(Value::as_array)
         .filter(|c| !c.is_empty())
     {
-        out.insert("tool_calls".into(), openai_tool_calls(calls));
+        out.insert("tool_calls".into(), tool_calls_from_ollama(calls));
     }
     if let Some(name) = m.remove("tool_name").filter(Value::is_string) {
         out.insert("name".into(), name);

@@ -110,25 +110,10 @@ fn usage_of(v: &Value) -> Option<Usage> {
     })
 }
 
-/// Ollama tool calls (arguments as an object) → OpenAI's (arguments as a JSON string).
+/// A non-empty list of Ollama tool calls, in OpenAI's shape.
 fn tool_calls(calls: &Value) -> Option<Value> {
     let calls = calls.as_array().filter(|c| !c.is_empty())?;
-    Some(Value::Array(
-        calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let f = c.get("function").cloned().unwrap_or_default();
-                let args = match f.get("arguments") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(other) => other.to_string(),
-                    None => "{}".into(),
-                };
-                json!({"id": format!("call_{i}"), "type": "function",
-                       "function": {"name": f.get("name").cloned().unwrap_or_default(), "arguments": args}})
-            })
-            .collect(),
-    ))
+    Some(iicp_proto::chat::tool_calls_from_ollama(calls))
 }
 
 impl OllamaBackend {
