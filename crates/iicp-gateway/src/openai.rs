@@ -9,6 +9,7 @@
 //! gateway makes sure every field the official client reads is there.
 
 use crate::failure::{Api, Failure};
+use crate::serve::call_span;
 use crate::serve::{flag, json_answer, request, stream_answer, unix_now, EVENT_STREAM};
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -24,7 +25,6 @@ use iicp_client::{ClientError, StreamItem};
 use iicp_proto::intent::{LLM_CHAT_V1, LLM_EMBEDDING_V1};
 use iicp_proto::task::TaskResponse;
 use serde_json::{json, Map, Value};
-use tracing::field::Empty;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -179,13 +179,7 @@ async fn chat_completions(State(s): State<AppState>, body: Bytes) -> Response {
     let modality = has_images(&req).then_some("image");
     let tools = wants_tools(&req);
     let name = model.clone().unwrap_or_default();
-    let span = tracing::info_span!(
-        "openai.chat",
-        model = %name,
-        stream,
-        node = Empty,
-        attempts = Empty
-    );
+    let span = call_span!("openai.chat", name, stream);
     let call = s.call(LLM_CHAT_V1, req, model, modality);
     async move {
         // The node streams text only, so a call that may answer with tool calls runs whole and
@@ -467,12 +461,7 @@ async fn embeddings(State(s): State<AppState>, body: Bytes) -> Response {
         }
     }
     let name = model.clone().unwrap_or_default();
-    let span = tracing::info_span!(
-        "openai.embeddings",
-        model = %name,
-        node = Empty,
-        attempts = Empty
-    );
+    let span = call_span!("openai.embeddings", name);
     let call = s.call(LLM_EMBEDDING_V1, req, model, None);
     async move {
         let mut answer = match s.run(API, call).await {

@@ -70,6 +70,29 @@ where
     response
 }
 
+/// The span of one API call: the model asked for (and whether it streams); the serving node
+/// and the attempts are recorded on it once known.
+macro_rules! call_span {
+    ($name:literal, $model:expr) => {
+        tracing::info_span!(
+            $name,
+            model = %$model,
+            node = tracing::field::Empty,
+            attempts = tracing::field::Empty
+        )
+    };
+    ($name:literal, $model:expr, $stream:expr) => {
+        tracing::info_span!(
+            $name,
+            model = %$model,
+            stream = $stream,
+            node = tracing::field::Empty,
+            attempts = tracing::field::Empty
+        )
+    };
+}
+pub(crate) use call_span;
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -4,6 +4,7 @@
 use super::stream::{answer_message, counts, live_stream, Kind, Lines};
 use super::{record, request, API};
 use crate::failure::Failure;
+use crate::serve::call_span;
 use crate::serve::{flag, json_answer, rfc3339_now, stream_answer, NDJSON};
 use crate::AppState;
 use axum::extract::State;
@@ -14,7 +15,6 @@ use iicp_proto::chat::tool_calls_from_ollama;
 use iicp_proto::intent::LLM_CHAT_V1;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
-use tracing::field::Empty;
 use tracing::Instrument;
 
 /// The media type of a base64 image, from its first bytes.
@@ -221,13 +221,7 @@ pub(super) async fn chat(State(s): State<AppState>, body: Bytes) -> Response {
         Err(f) => return f.render(API),
     };
     let stream = flag(req.remove("stream"), true);
-    let span = tracing::info_span!(
-        "ollama.chat",
-        model = %model,
-        stream,
-        node = Empty,
-        attempts = Empty
-    );
+    let span = call_span!("ollama.chat", model, stream);
     let messages = match req.remove("messages") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(ms)) => ms,
@@ -260,13 +254,7 @@ pub(super) async fn generate(State(s): State<AppState>, body: Bytes) -> Response
         Err(f) => return f.render(API),
     };
     let stream = flag(req.remove("stream"), true);
-    let span = tracing::info_span!(
-        "ollama.generate",
-        model = %model,
-        stream,
-        node = Empty,
-        attempts = Empty
-    );
+    let span = call_span!("ollama.generate", model, stream);
     let prompt = match req.remove("prompt") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(p)) => p,

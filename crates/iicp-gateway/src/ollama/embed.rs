@@ -2,6 +2,7 @@
 
 use super::{record, request, API};
 use crate::failure::Failure;
+use crate::serve::call_span;
 use crate::serve::json_answer;
 use crate::AppState;
 use axum::extract::State;
@@ -10,7 +11,6 @@ use bytes::Bytes;
 use iicp_proto::intent::LLM_EMBEDDING_V1;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
-use tracing::field::Empty;
 use tracing::Instrument;
 
 /// Runs an embedding call; the vectors in index order.
@@ -65,7 +65,7 @@ pub(super) async fn embed(State(s): State<AppState>, body: Bytes) -> Response {
                 .render(API)
         }
     };
-    let span = tracing::info_span!("ollama.embed", model = %model, node = Empty, attempts = Empty);
+    let span = call_span!("ollama.embed", model);
     async move {
         match embed_call(&s, model, input, req.remove("dimensions")).await {
             Ok((vectors, prompt, model, answer)) => {
@@ -91,12 +91,7 @@ pub(super) async fn embeddings(State(s): State<AppState>, body: Bytes) -> Respon
         Some(p @ Value::String(_)) => p,
         _ => return Failure::bad_request("`prompt` must be a string").render(API),
     };
-    let span = tracing::info_span!(
-        "ollama.embeddings",
-        model = %model,
-        node = Empty,
-        attempts = Empty
-    );
+    let span = call_span!("ollama.embeddings", model);
     async move {
         match embed_call(&s, model, prompt, None).await {
             Ok((mut vectors, _, _, answer)) => {
